@@ -364,12 +364,12 @@ fn serial_writer(config: &VmConfig) -> Result<Option<Box<dyn Write + Send>>, Vmm
 
 /// Builds the VM described by `config` and runs it to the end.
 pub fn run(config: &VmConfig) -> Result<RunOutcome, VmmError> {
-    let kvm = open_kvm()?;
     let kernel = KernelImage::open(&config.kernel)?;
     kernel.check_cmdline(&config.cmdline)?;
     if let Some(path) = &config.initramfs {
         File::open(path).map_err(|e| KernelError::InitramfsOpen(path.clone(), e))?;
     }
+    let kvm = open_kvm()?;
     check_resources(&kvm, config)?;
     let out = serial_writer(config)?;
     log::info!(

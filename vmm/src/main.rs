@@ -48,6 +48,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    // A closed terminal is the serial console's business (it logs the hang-up and the guest
+    // keeps running), not a reason to kill the VM.
+    // SAFETY: ignoring a signal installs no handler code.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
 
     let config = match VmConfig::try_from(&cli) {
         Ok(config) => config,

@@ -106,8 +106,9 @@ impl SerialInput {
     }
 
     fn close(&mut self, why: &str) {
+        // Info, not warn: a hung-up terminal also fails the output side, which says so.
         if !self.closed {
-            log::warn!("serial console input closed ({why}); the guest keeps running");
+            log::info!("serial console input closed ({why}); the guest keeps running");
         }
         self.closed = true;
     }
