@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The port I/O and MMIO address maps that vCPU exits are dispatched through.
 //!
-//! A [`Bus`] is built once, before the vCPUs start, and is immutable afterwards, so looking up
-//! a device on an exit takes no lock: only the device's own mutex is taken, for the access.
+//! The map is read-mostly: it changes only when the guest moves or disables a PCI BAR. A
+//! lookup takes the map's read lock just long enough to clone the device's handle, then
+//! releases it before locking the device, so a device may itself change the map (a PCI
+//! configuration write that moves a BAR) without deadlocking.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use thiserror::Error;
 
@@ -50,7 +52,7 @@ struct BusRange {
 /// An address map from ranges to devices.
 #[derive(Default)]
 pub struct Bus {
-    ranges: BTreeMap<u64, BusRange>,
+    ranges: RwLock<BTreeMap<u64, BusRange>>,
 }
 
 impl Bus {
@@ -61,7 +63,7 @@ impl Bus {
 
     /// Maps `device` at `[base, base + len)`.
     pub fn insert(
-        &mut self,
+        &self,
         device: Arc<Mutex<dyn BusDevice>>,
         base: u64,
         len: u64,
@@ -69,42 +71,51 @@ impl Bus {
         let end = base.checked_add(len).filter(|_| len > 0);
         let end = end.ok_or(BusError::InvalidRange { base, len })?;
 
-        let before = self.ranges.range(..end).next_back();
+        let mut ranges = self.ranges.write().unwrap_or_else(|e| e.into_inner());
+        let before = ranges.range(..end).next_back();
         if before.is_some_and(|(b, r)| b + r.len > base) {
             return Err(BusError::Overlap { base, len });
         }
 
-        self.ranges.insert(base, BusRange { len, device });
+        ranges.insert(base, BusRange { len, device });
         Ok(())
     }
 
-    fn find(&self, addr: u64, size: usize) -> Option<(u64, &BusRange)> {
-        let (base, range) = self.ranges.range(..=addr).next_back()?;
+    /// Unmaps the range that starts at `base`; returns whether there was one.
+    pub fn remove(&self, base: u64) -> bool {
+        let mut ranges = self.ranges.write().unwrap_or_else(|e| e.into_inner());
+        ranges.remove(&base).is_some()
+    }
+
+    /// Finds the device covering `[addr, addr + size)` and returns its base and a handle.
+    fn find(&self, addr: u64, size: usize) -> Option<(u64, Arc<Mutex<dyn BusDevice>>)> {
+        let ranges = self.ranges.read().unwrap_or_else(|e| e.into_inner());
+        let (base, range) = ranges.range(..=addr).next_back()?;
         let end = addr.checked_add(size as u64)?;
-        (end <= base + range.len).then_some((*base, range))
+        (end <= base + range.len).then(|| (*base, range.device.clone()))
     }
 
     /// Reads from the device mapped at `addr`. Returns false, leaving `data` as it is, when no
     /// device covers the whole access.
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
-        let Some((base, range)) = self.find(addr, data.len()) else {
+        let Some((base, device)) = self.find(addr, data.len()) else {
             return false;
         };
 
         // A poisoned lock means a device panicked earlier; keep serving it rather than
         // taking the vCPU down with it.
-        let mut device = range.device.lock().unwrap_or_else(|e| e.into_inner());
+        let mut device = device.lock().unwrap_or_else(|e| e.into_inner());
         device.read(base, addr - base, data);
         true
     }
 
     /// Writes to the device mapped at `addr`. Returns false when no device covers the access.
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
-        let Some((base, range)) = self.find(addr, data.len()) else {
+        let Some((base, device)) = self.find(addr, data.len()) else {
             return false;
         };
 
-        let mut device = range.device.lock().unwrap_or_else(|e| e.into_inner());
+        let mut device = device.lock().unwrap_or_else(|e| e.into_inner());
         device.write(base, addr - base, data);
         true
     }
@@ -135,7 +146,7 @@ mod tests {
     #[test]
     fn dispatches_by_range_with_offsets() {
         let dev = recorder();
-        let mut bus = Bus::new();
+        let bus = Bus::new();
         bus.insert(dev.clone(), 0x3f8, 8).unwrap();
 
         let mut data = [0u8; 1];
@@ -148,7 +159,7 @@ mod tests {
 
     #[test]
     fn accesses_outside_or_across_ranges_are_not_handled() {
-        let mut bus = Bus::new();
+        let bus = Bus::new();
         bus.insert(recorder(), 0x100, 4).unwrap();
 
         let mut data = [0xaa; 4];
@@ -161,7 +172,7 @@ mod tests {
 
     #[test]
     fn overlapping_and_empty_ranges_are_refused() {
-        let mut bus = Bus::new();
+        let bus = Bus::new();
         bus.insert(recorder(), 0x100, 0x10).unwrap();
 
         assert_eq!(
@@ -188,5 +199,41 @@ mod tests {
         assert!(bus.insert(recorder(), u64::MAX, 2).is_err());
         bus.insert(recorder(), 0x110, 1).unwrap();
         bus.insert(recorder(), 0xf0, 0x10).unwrap();
+    }
+
+    /// A device that moves itself while handling an access, as a PCI BAR write does.
+    struct Mover {
+        bus: Arc<Bus>,
+        me: Option<Arc<Mutex<dyn BusDevice>>>,
+    }
+
+    impl BusDevice for Mover {
+        fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
+            data.fill(0x5a);
+        }
+
+        fn write(&mut self, base: u64, _offset: u64, data: &[u8]) {
+            assert!(self.bus.remove(base));
+            let me = self.me.clone().unwrap();
+            self.bus.insert(me, u64::from(data[0]) << 8, 4).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_device_can_move_itself_during_an_access() {
+        let bus = Arc::new(Bus::new());
+        let mover = Arc::new(Mutex::new(Mover {
+            bus: bus.clone(),
+            me: None,
+        }));
+        mover.lock().unwrap().me = Some(mover.clone());
+        bus.insert(mover.clone(), 0x100, 4).unwrap();
+
+        assert!(bus.write(0x100, &[0x20]));
+        let mut data = [0u8];
+        assert!(!bus.read(0x100, &mut data));
+        assert!(bus.read(0x2000, &mut data));
+        assert_eq!(data, [0x5a]);
+        mover.lock().unwrap().me = None;
     }
 }

@@ -237,7 +237,7 @@ fn load_guest(
 }
 
 fn insert(
-    bus: &mut Bus,
+    bus: &Bus,
     dev: Arc<Mutex<dyn BusDevice>>,
     base: u64,
     len: u64,
@@ -246,8 +246,8 @@ fn insert(
 }
 
 fn create_devices(vm: &VmFd, config: &VmConfig, exit: &Arc<VmExit>) -> Result<Devices, VmmError> {
-    let mut io = Bus::new();
-    let mut mmio = Bus::new();
+    let io = Bus::new();
+    let mmio = Bus::new();
     let mut devices = Devices {
         buses: VcpuBuses {
             io: Arc::new(Bus::new()),
@@ -275,21 +275,21 @@ fn create_devices(vm: &VmFd, config: &VmConfig, exit: &Arc<VmExit>) -> Result<De
             SerialInputEvents::new(events_evt),
             output.clone(),
         )));
-        insert(&mut io, serial.clone(), 0x3f8, 8)?;
+        insert(&io, serial.clone(), 0x3f8, 8)?;
         devices.serial = Some(serial);
         devices.serial_output = Some(output);
         devices.fifo_empty_evt = Some(fifo_evt);
     }
 
     insert(
-        &mut io,
+        &io,
         Arc::new(Mutex::new(I8042::new(exit.clone()))),
         0x60,
         5,
     )?;
     let pm = Arc::new(Mutex::new(AcpiPmDevice::new(exit.clone())));
     insert(
-        &mut io,
+        &io,
         pm,
         u64::from(SLEEP_CONTROL_PORT),
         u64::from(PM_PORTS_LEN),
@@ -297,12 +297,12 @@ fn create_devices(vm: &VmFd, config: &VmConfig, exit: &Arc<VmExit>) -> Result<De
 
     let pci = Arc::new(Mutex::new(PciRoot::new(layout::PCI_ECAM_START)));
     insert(
-        &mut io,
+        &io,
         pci.clone(),
         u64::from(PCI_CONFIG_IO_PORT),
         u64::from(PCI_CONFIG_IO_LEN),
     )?;
-    insert(&mut mmio, pci, layout::PCI_ECAM_START, ECAM_SIZE_BUS0)?;
+    insert(&mmio, pci, layout::PCI_ECAM_START, ECAM_SIZE_BUS0)?;
 
     devices.buses = VcpuBuses {
         io: Arc::new(io),

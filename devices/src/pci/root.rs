@@ -2,7 +2,7 @@
 //! The root of PCI bus 0: the host bridge at 00:00.0 and the two ways of reaching
 //! configuration space.
 
-use super::configuration::{extract, PciConfiguration};
+use super::configuration::{extract, BarRegion, PciConfiguration};
 use crate::bus::BusDevice;
 
 /// Configuration address port (mechanism #1); the data port is at +4.
@@ -29,6 +29,26 @@ pub trait PciDevice: Send {
 
     /// Writes `data` at byte `offset` of configuration register `reg`.
     fn write_config_register(&mut self, reg: usize, offset: u64, data: &[u8]);
+
+    /// Returns the BARs the function decodes now.
+    fn bar_regions(&self) -> Vec<BarRegion> {
+        Vec::new()
+    }
+}
+
+/// Places a function's BARs in the guest's address spaces; implemented by the VMM, which
+/// knows what backs each BAR (trapped I/O or MMIO, or host memory mapped into the guest).
+pub trait BarMapper: Send {
+    /// Makes `region` decode at its address.
+    fn map_bar(&self, region: BarRegion);
+
+    /// Stops `region` from decoding.
+    fn unmap_bar(&self, region: BarRegion);
+}
+
+struct Slot {
+    device: Box<dyn PciDevice>,
+    mapper: Option<Box<dyn BarMapper>>,
 }
 
 struct HostBridge(PciConfiguration);
@@ -50,18 +70,21 @@ impl PciDevice for HostBridge {
 pub struct PciRoot {
     config_address: u32,
     ecam_base: u64,
-    slots: Vec<Option<Box<dyn PciDevice>>>,
+    slots: Vec<Option<Slot>>,
 }
 
 impl PciRoot {
     /// Creates bus 0 with the host bridge in slot 0; ECAM accesses are expected at
     /// `ecam_base`.
     pub fn new(ecam_base: u64) -> Self {
-        let mut slots: Vec<Option<Box<dyn PciDevice>>> = Vec::new();
+        let mut slots: Vec<Option<Slot>> = Vec::new();
         slots.resize_with(DEVICES_PER_BUS, || None);
         let bridge =
             PciConfiguration::new(HOST_BRIDGE_VENDOR, HOST_BRIDGE_DEVICE, HOST_BRIDGE_CLASS, 0);
-        slots[0] = Some(Box::new(HostBridge(bridge)));
+        slots[0] = Some(Slot {
+            device: Box::new(HostBridge(bridge)),
+            mapper: None,
+        });
         PciRoot {
             config_address: 0,
             ecam_base,
@@ -69,39 +92,50 @@ impl PciRoot {
         }
     }
 
-    /// Puts `device` in the first free slot and returns the slot number.
-    pub fn add_device(&mut self, device: Box<dyn PciDevice>) -> Option<u8> {
+    /// Puts `device` in the first free slot, maps the BARs it decodes from the start through
+    /// `mapper`, and returns the slot number.
+    pub fn add_device(
+        &mut self,
+        device: Box<dyn PciDevice>,
+        mapper: Box<dyn BarMapper>,
+    ) -> Option<u8> {
         let slot = self.slots.iter().position(Option::is_none)?;
-        self.slots[slot] = Some(device);
+        for region in device.bar_regions() {
+            mapper.map_bar(region);
+        }
+        self.slots[slot] = Some(Slot {
+            device,
+            mapper: Some(mapper),
+        });
         u8::try_from(slot).ok()
     }
 
     /// Finds the function that a (bus, device, function) triple names; only function 0 of
     /// devices on bus 0 exist.
-    fn function(
-        &mut self,
-        bus: u32,
-        device: u32,
-        function: u32,
-    ) -> Option<&mut (dyn PciDevice + 'static)> {
+    fn function(&mut self, bus: u32, device: u32, function: u32) -> Option<&mut Slot> {
         if bus != 0 || function != 0 {
             return None;
         }
-        self.slots.get_mut(device as usize)?.as_deref_mut()
+        self.slots.get_mut(device as usize)?.as_mut()
     }
 
     fn config_read(&mut self, bdf: u32, reg: usize, offset: u64, data: &mut [u8]) {
         let (bus, dev, func) = (bdf >> 8 & 0xff, bdf >> 3 & 0x1f, bdf & 0x7);
         match self.function(bus, dev, func) {
-            Some(f) => extract(f.read_config_register(reg), offset, data),
+            Some(slot) => extract(slot.device.read_config_register(reg), offset, data),
             None => data.fill(0xff),
         }
     }
 
     fn config_write(&mut self, bdf: u32, reg: usize, offset: u64, data: &[u8]) {
         let (bus, dev, func) = (bdf >> 8 & 0xff, bdf >> 3 & 0x1f, bdf & 0x7);
-        if let Some(f) = self.function(bus, dev, func) {
-            f.write_config_register(reg, offset, data);
+        if let Some(slot) = self.function(bus, dev, func) {
+            let before = slot.device.bar_regions();
+            slot.device.write_config_register(reg, offset, data);
+            let after = slot.device.bar_regions();
+            if let (Some(mapper), true) = (&slot.mapper, before != after) {
+                remap(mapper.as_ref(), &before, &after);
+            }
         }
     }
 
@@ -141,6 +175,16 @@ impl PciRoot {
         let bdf = u32::try_from(offset >> 12).ok()?;
         let reg = usize::try_from((offset & 0xfff) >> 2).ok()?;
         (reg < 64).then_some((bdf, reg, offset & 3))
+    }
+}
+
+/// Unmaps the regions that moved or stopped decoding, then maps the new ones.
+fn remap(mapper: &dyn BarMapper, before: &[BarRegion], after: &[BarRegion]) {
+    for old in before.iter().filter(|r| !after.contains(r)) {
+        mapper.unmap_bar(*old);
+    }
+    for new in after.iter().filter(|r| !before.contains(r)) {
+        mapper.map_bar(*new);
     }
 }
 
@@ -202,6 +246,72 @@ mod tests {
             read_io(&mut root, 0x0000_0000),
             u32::MAX,
             "enable bit clear"
+        );
+    }
+
+    struct BarOnly(PciConfiguration);
+
+    impl PciDevice for BarOnly {
+        fn read_config_register(&mut self, reg: usize) -> u32 {
+            self.0.read_register(reg)
+        }
+
+        fn write_config_register(&mut self, reg: usize, offset: u64, data: &[u8]) {
+            self.0.write_register(reg, offset, data);
+        }
+
+        fn bar_regions(&self) -> Vec<BarRegion> {
+            self.0.bar_regions()
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Log(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl BarMapper for Log {
+        fn map_bar(&self, r: BarRegion) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("map {} {:#x}", r.index, r.addr));
+        }
+
+        fn unmap_bar(&self, r: BarRegion) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("unmap {} {:#x}", r.index, r.addr));
+        }
+    }
+
+    #[test]
+    fn bar_moves_and_decode_changes_reach_the_mapper() {
+        use crate::pci::{BarKind, COMMAND_MEMORY};
+
+        let mut cfg = PciConfiguration::new(0x1b36, 0x100, 0x03_80_00, 5);
+        cfg.add_bar(0, BarKind::Memory32, 0x1000, 0xc000_0000);
+        cfg.set_command(COMMAND_MEMORY);
+        let log = Log::default();
+        let mut root = PciRoot::new(ECAM);
+        assert_eq!(
+            root.add_device(Box::new(BarOnly(cfg)), Box::new(log.clone())),
+            Some(1)
+        );
+
+        let bar0 = 0x8000_0810u32;
+        // Linux sizes a BAR with decoding off, then restores it.
+        root.write(IO, 0, &0x8000_0804u32.to_le_bytes());
+        root.write(IO, 4, &[0, 0]);
+        root.write(IO, 0, &bar0.to_le_bytes());
+        root.write(IO, 4, &u32::MAX.to_le_bytes());
+        root.write(IO, 4, &0xd000_0000u32.to_le_bytes());
+        root.write(IO, 0, &0x8000_0804u32.to_le_bytes());
+        root.write(IO, 4, &[0x02, 0]);
+
+        let log = log.0.lock().unwrap().clone();
+        assert_eq!(
+            log,
+            vec!["map 0 0xc0000000", "unmap 0 0xc0000000", "map 0 0xd0000000"]
         );
     }
 
