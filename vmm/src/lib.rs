@@ -10,6 +10,7 @@ pub mod arch;
 pub mod builder;
 pub mod config;
 mod exit;
+pub mod irq;
 mod serial_io;
 mod terminal;
 mod vcpu;
