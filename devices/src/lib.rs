@@ -13,6 +13,7 @@ pub mod acpi;
 pub mod bus;
 pub mod legacy;
 pub mod pci;
+pub mod qxl;
 
 use std::io;
 
