@@ -23,6 +23,18 @@ pub trait BusDevice: Send {
     fn write(&mut self, base: u64, offset: u64, data: &[u8]);
 }
 
+/// A device that handles accesses through a shared reference, without a bus-level lock.
+///
+/// For devices whose accesses may block the calling vCPU on purpose (a synchronous device
+/// request): no lock is held while they wait, so other vCPUs reach the device meanwhile.
+pub trait SharedBusDevice: Send + Sync {
+    /// Handles a read of `data.len()` bytes at `offset`.
+    fn read(&self, base: u64, offset: u64, data: &mut [u8]);
+
+    /// Handles a write of `data` at `offset`.
+    fn write(&self, base: u64, offset: u64, data: &[u8]);
+}
+
 /// Errors when building a bus.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum BusError {
@@ -44,9 +56,16 @@ pub enum BusError {
     },
 }
 
+/// A device on the bus, with or without a lock around it.
+#[derive(Clone)]
+enum BusEntry {
+    Locked(Arc<Mutex<dyn BusDevice>>),
+    Shared(Arc<dyn SharedBusDevice>),
+}
+
 struct BusRange {
     len: u64,
-    device: Arc<Mutex<dyn BusDevice>>,
+    device: BusEntry,
 }
 
 /// An address map from ranges to devices.
@@ -61,13 +80,27 @@ impl Bus {
         Bus::default()
     }
 
-    /// Maps `device` at `[base, base + len)`.
+    /// Maps `device` at `[base, base + len)`; each access locks it.
     pub fn insert(
         &self,
         device: Arc<Mutex<dyn BusDevice>>,
         base: u64,
         len: u64,
     ) -> Result<(), BusError> {
+        self.insert_entry(BusEntry::Locked(device), base, len)
+    }
+
+    /// Maps a [`SharedBusDevice`] at `[base, base + len)`.
+    pub fn insert_shared(
+        &self,
+        device: Arc<dyn SharedBusDevice>,
+        base: u64,
+        len: u64,
+    ) -> Result<(), BusError> {
+        self.insert_entry(BusEntry::Shared(device), base, len)
+    }
+
+    fn insert_entry(&self, device: BusEntry, base: u64, len: u64) -> Result<(), BusError> {
         let end = base.checked_add(len).filter(|_| len > 0);
         let end = end.ok_or(BusError::InvalidRange { base, len })?;
 
@@ -88,7 +121,7 @@ impl Bus {
     }
 
     /// Finds the device covering `[addr, addr + size)` and returns its base and a handle.
-    fn find(&self, addr: u64, size: usize) -> Option<(u64, Arc<Mutex<dyn BusDevice>>)> {
+    fn find(&self, addr: u64, size: usize) -> Option<(u64, BusEntry)> {
         let ranges = self.ranges.read().unwrap_or_else(|e| e.into_inner());
         let (base, range) = ranges.range(..=addr).next_back()?;
         let end = addr.checked_add(size as u64)?;
@@ -102,10 +135,15 @@ impl Bus {
             return false;
         };
 
-        // A poisoned lock means a device panicked earlier; keep serving it rather than
-        // taking the vCPU down with it.
-        let mut device = device.lock().unwrap_or_else(|e| e.into_inner());
-        device.read(base, addr - base, data);
+        match device {
+            // A poisoned lock means a device panicked earlier; keep serving it rather than
+            // taking the vCPU down with it.
+            BusEntry::Locked(device) => {
+                let mut device = device.lock().unwrap_or_else(|e| e.into_inner());
+                device.read(base, addr - base, data);
+            }
+            BusEntry::Shared(device) => device.read(base, addr - base, data),
+        }
         true
     }
 
@@ -115,8 +153,13 @@ impl Bus {
             return false;
         };
 
-        let mut device = device.lock().unwrap_or_else(|e| e.into_inner());
-        device.write(base, addr - base, data);
+        match device {
+            BusEntry::Locked(device) => {
+                let mut device = device.lock().unwrap_or_else(|e| e.into_inner());
+                device.write(base, addr - base, data);
+            }
+            BusEntry::Shared(device) => device.write(base, addr - base, data),
+        }
         true
     }
 }

@@ -92,6 +92,12 @@ impl PciRoot {
         }
     }
 
+    /// Returns the slot [`add_device`](Self::add_device) would use next.
+    pub fn next_free_slot(&self) -> Option<u8> {
+        let slot = self.slots.iter().position(Option::is_none)?;
+        u8::try_from(slot).ok()
+    }
+
     /// Puts `device` in the first free slot, maps the BARs it decodes from the start through
     /// `mapper`, and returns the slot number.
     pub fn add_device(

@@ -33,3 +33,13 @@ pub use monitors::{MonitorHead, MonitorsConfig, MAX_HEAD_VALUE, MAX_MONITORS};
 pub use rect::Rect;
 pub use surface::{SurfaceInfo, MAX_SURFACE_DIM};
 
+// The PCI function, its ROM and the display thread that drives the engine.
+mod device;
+mod rom;
+pub mod worker;
+
+pub use device::{
+    port_name, Completion, PortFigures, QxlBarAddresses, QxlIo, QxlPci, QxlPortStats, QxlRequest,
+    QxlRequestKind, QxlRom, QxlShared,
+};
+pub use rom::build_rom;
