@@ -25,13 +25,16 @@ use thiserror::Error;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::api::{ApiContext, ApiServer};
 use crate::arch::acpi::{self, AcpiError};
 use crate::arch::boot::{self, BootError, BootInfo};
 use crate::arch::kernel::{load_initramfs, KernelError, KernelImage};
 use crate::arch::regs::{self, RegsError};
 use crate::arch::{cpuid, layout};
-use crate::config::{SerialConfig, VmConfig};
+use crate::config::{DisplayConfig, SerialConfig, VmConfig};
+use crate::display;
 use crate::exit::{VmExit, VmStop};
+use crate::irq::IrqRouting;
 use crate::serial_io::{spawn_output_writer, ExitWatcher, SerialInput};
 use crate::terminal::RawTerminal;
 use crate::vcpu::{self, VcpuBuses};
@@ -98,6 +101,12 @@ pub enum VmmError {
     /// A host resource (eventfd, thread, epoll) could not be set up.
     #[error("cannot set up {0}")]
     Host(&'static str, #[source] io::Error),
+    /// The display device could not be created.
+    #[error(transparent)]
+    Display(#[from] display::DisplayError),
+    /// The control socket could not be created.
+    #[error("cannot listen on control socket {0}")]
+    ApiSocket(PathBuf, #[source] io::Error),
     /// The event loop failed.
     #[error("event loop")]
     EventLoop(#[source] event_manager::Error),
@@ -123,6 +132,8 @@ struct Devices {
     serial: Option<Arc<Mutex<SerialDevice>>>,
     serial_output: Option<Arc<SerialOutput>>,
     fifo_empty_evt: Option<EventFd>,
+    /// The QXL device, kept for the VM's lifetime.
+    display: Option<Arc<display::DisplayHandle>>,
 }
 
 fn open_kvm() -> Result<Kvm, VmmError> {
@@ -236,79 +247,81 @@ fn load_guest(
     Ok(loaded.entry)
 }
 
-fn insert(
-    bus: &Bus,
-    dev: Arc<Mutex<dyn BusDevice>>,
-    base: u64,
-    len: u64,
-) -> Result<(), VmmError> {
+fn insert(bus: &Bus, dev: Arc<Mutex<dyn BusDevice>>, base: u64, len: u64) -> Result<(), VmmError> {
     Ok(bus.insert(dev, base, len)?)
 }
 
-fn create_devices(vm: &VmFd, config: &VmConfig, exit: &Arc<VmExit>) -> Result<Devices, VmmError> {
-    let io = Bus::new();
-    let mmio = Bus::new();
+fn create_devices(
+    vm: &Arc<VmFd>,
+    config: &VmConfig,
+    exit: &Arc<VmExit>,
+) -> Result<Devices, VmmError> {
+    let buses = VcpuBuses {
+        io: Arc::new(Bus::new()),
+        mmio: Arc::new(Bus::new()),
+    };
     let mut devices = Devices {
-        buses: VcpuBuses {
-            io: Arc::new(Bus::new()),
-            mmio: Arc::new(Bus::new()),
-        },
+        buses,
         serial: None,
         serial_output: None,
         fifo_empty_evt: None,
+        display: None,
     };
-
     if config.serial != SerialConfig::Off {
-        let host_err = |what| move |e| VmmError::Host(what, e);
-        let irq_evt = EventFd::new(EFD_NONBLOCK).map_err(host_err("the serial interrupt"))?;
-        vm.register_irqfd(&irq_evt, layout::SERIAL_GSI)
-            .map_err(|e| VmmError::Kvm("connect the serial interrupt", e))?;
-        let fifo_evt = EventFd::new(EFD_NONBLOCK).map_err(host_err("serial input events"))?;
-        let events_evt = fifo_evt
-            .try_clone()
-            .map_err(host_err("serial input events"))?;
-
-        let output = SerialOutput::new(SERIAL_OUTPUT_CAPACITY);
-        let irq = Arc::new(EventFdInterrupt::new(irq_evt));
-        let serial = Arc::new(Mutex::new(SerialDevice::new(
-            irq,
-            SerialInputEvents::new(events_evt),
-            output.clone(),
-        )));
-        insert(&io, serial.clone(), 0x3f8, 8)?;
-        devices.serial = Some(serial);
-        devices.serial_output = Some(output);
-        devices.fifo_empty_evt = Some(fifo_evt);
+        add_serial(vm, &mut devices)?;
     }
 
-    insert(
-        &io,
-        Arc::new(Mutex::new(I8042::new(exit.clone()))),
-        0x60,
-        5,
-    )?;
+    let io = &devices.buses.io;
+    insert(io, Arc::new(Mutex::new(I8042::new(exit.clone()))), 0x60, 5)?;
     let pm = Arc::new(Mutex::new(AcpiPmDevice::new(exit.clone())));
     insert(
-        &io,
+        io,
         pm,
         u64::from(SLEEP_CONTROL_PORT),
         u64::from(PM_PORTS_LEN),
     )?;
 
     let pci = Arc::new(Mutex::new(PciRoot::new(layout::PCI_ECAM_START)));
+    let config_ports = (u64::from(PCI_CONFIG_IO_PORT), u64::from(PCI_CONFIG_IO_LEN));
+    insert(io, pci.clone(), config_ports.0, config_ports.1)?;
     insert(
-        &io,
+        &devices.buses.mmio,
         pci.clone(),
-        u64::from(PCI_CONFIG_IO_PORT),
-        u64::from(PCI_CONFIG_IO_LEN),
+        layout::PCI_ECAM_START,
+        ECAM_SIZE_BUS0,
     )?;
-    insert(&mmio, pci, layout::PCI_ECAM_START, ECAM_SIZE_BUS0)?;
 
-    devices.buses = VcpuBuses {
-        io: Arc::new(io),
-        mmio: Arc::new(mmio),
-    };
+    if config.display == DisplayConfig::Qxl {
+        let routing = IrqRouting::new(vm.clone());
+        let mut root = pci.lock().unwrap_or_else(|e| e.into_inner());
+        let buses = &devices.buses;
+        let display = display::add_qxl(vm, &routing, &mut root, &buses.io, &buses.mmio)?;
+        devices.display = Some(Arc::new(display));
+    }
     Ok(devices)
+}
+
+/// COM1 with its interrupt on an irqfd.
+fn add_serial(vm: &VmFd, devices: &mut Devices) -> Result<(), VmmError> {
+    let host_err = |what| move |e| VmmError::Host(what, e);
+    let irq_evt = EventFd::new(EFD_NONBLOCK).map_err(host_err("the serial interrupt"))?;
+    vm.register_irqfd(&irq_evt, layout::SERIAL_GSI)
+        .map_err(|e| VmmError::Kvm("connect the serial interrupt", e))?;
+    let fifo_evt = EventFd::new(EFD_NONBLOCK).map_err(host_err("serial input events"))?;
+    let events_evt = fifo_evt
+        .try_clone()
+        .map_err(host_err("serial input events"))?;
+
+    let output = SerialOutput::new(SERIAL_OUTPUT_CAPACITY);
+    let irq = Arc::new(EventFdInterrupt::new(irq_evt));
+    let events = SerialInputEvents::new(events_evt);
+    let serial = Arc::new(Mutex::new(SerialDevice::new(irq, events, output.clone())));
+    insert(&devices.buses.io, serial.clone(), 0x3f8, 8)?;
+
+    devices.serial = Some(serial);
+    devices.serial_output = Some(output);
+    devices.fifo_empty_evt = Some(fifo_evt);
+    Ok(())
 }
 
 fn create_vcpus(
@@ -378,7 +391,7 @@ pub fn run(config: &VmConfig) -> Result<RunOutcome, VmmError> {
         config.kernel.display()
     );
 
-    let vm = create_vm(&kvm)?;
+    let vm = Arc::new(create_vm(&kvm)?);
     let mem = create_memory(&vm, config.memory_size)?;
     let entry = load_guest(&mem, kernel, config)?;
 
@@ -418,6 +431,16 @@ fn run_vm(
         let input = SerialInput::new(serial.clone(), evt, exit.clone(), raw_terminal.is_some())
             .map_err(|e| VmmError::Host("serial console input", e))?;
         manager.add_subscriber(Box::new(input));
+    }
+
+    if let Some(path) = &config.api_socket {
+        let context = ApiContext {
+            exit: exit.clone(),
+            display: devices.display.clone(),
+        };
+        let server =
+            ApiServer::bind(path, context).map_err(|e| VmmError::ApiSocket(path.clone(), e))?;
+        manager.add_subscriber(Box::new(server));
     }
 
     let writer = match (devices.serial_output.clone(), out) {

@@ -52,6 +52,9 @@ pub enum ConfigError {
     /// A serial mode that does not exist.
     #[error("invalid --serial '{0}': use tty, off or file=PATH")]
     InvalidSerial(String),
+    /// A display device that does not exist.
+    #[error("invalid --display '{0}': use qxl or none")]
+    InvalidDisplay(String),
     /// A command line the kernel would truncate.
     #[error(
         "--cmdline is {0} bytes; the kernel takes at most {max} (COMMAND_LINE_SIZE {size} \
@@ -74,6 +77,15 @@ pub enum SerialConfig {
     File(PathBuf),
     /// No serial port.
     Off,
+}
+
+/// The guest's display device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisplayConfig {
+    /// A QXL PCI display (class display/other, revision 5).
+    Qxl,
+    /// No display device.
+    None,
 }
 
 /// `vmm` boots a Linux kernel in a KVM virtual machine.
@@ -109,6 +121,15 @@ pub struct Cli {
     #[arg(long, value_name = "tty|file=PATH|off", default_value = "tty")]
     pub serial: String,
 
+    /// Display device: qxl (a QXL PCI display, driven by Linux's qxl driver) or none.
+    #[arg(long, value_name = "qxl|none", default_value = "none")]
+    pub display: String,
+
+    /// Serve the control socket (QMP-shaped JSON: query-status, query-qxl, screendump,
+    /// quit) on this Unix socket path.
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+
     /// More log output on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
@@ -129,6 +150,10 @@ pub struct VmConfig {
     pub vcpus: u8,
     /// Serial console.
     pub serial: SerialConfig,
+    /// Display device.
+    pub display: DisplayConfig,
+    /// Control socket path.
+    pub api_socket: Option<PathBuf>,
 }
 
 impl TryFrom<&Cli> for VmConfig {
@@ -142,6 +167,8 @@ impl TryFrom<&Cli> for VmConfig {
             memory_size: parse_memory(&cli.memory)?,
             vcpus: parse_cpus(&cli.cpus)?,
             serial: parse_serial(&cli.serial)?,
+            display: parse_display(&cli.display)?,
+            api_socket: cli.api_socket.clone(),
         })
     }
 }
@@ -236,6 +263,14 @@ fn parse_serial(input: &str) -> Result<SerialConfig, ConfigError> {
         None if input == "off" => Ok(SerialConfig::Off),
         Some(("file", path)) if !path.is_empty() => Ok(SerialConfig::File(path.into())),
         _ => Err(ConfigError::InvalidSerial(input.to_string())),
+    }
+}
+
+fn parse_display(input: &str) -> Result<DisplayConfig, ConfigError> {
+    match input {
+        "qxl" => Ok(DisplayConfig::Qxl),
+        "none" => Ok(DisplayConfig::None),
+        _ => Err(ConfigError::InvalidDisplay(input.to_string())),
     }
 }
 
@@ -370,6 +405,21 @@ mod tests {
         assert_eq!(cli(&["--cmdline", dashes]).unwrap().cmdline, dashes);
         assert_eq!(cli(&["--cmdline", "--"]).unwrap().cmdline, "--");
         assert_eq!(parse_cmdline("a\0b"), Err(ConfigError::CmdlineHasNul));
+    }
+
+    #[test]
+    fn display() {
+        assert_eq!(
+            cli(&["--display", "qxl"]).unwrap().display,
+            DisplayConfig::Qxl
+        );
+        assert_eq!(
+            cli(&["--display", "none"]).unwrap().display,
+            DisplayConfig::None
+        );
+        assert!(cli(&["--display", "vga"])
+            .unwrap_err()
+            .contains("use qxl or none"));
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! There is no VM-wide lock: each device has its own, and the address maps are immutable once
 //! the vCPUs start.
 
+mod api;
 pub mod arch;
 pub mod builder;
 pub mod config;
+mod display;
 mod exit;
 pub mod irq;
 mod serial_io;

@@ -155,9 +155,11 @@ impl SerialInput {
         let stdin = Events::new_raw(self.stdin_fd(), EventSet::IN);
         if want && !self.watching_stdin {
             if let Err(e) = ops.add(stdin) {
-                log::warn!("cannot poll stdin for the serial console: {e}");
-                self.closed = true;
-                return;
+                // epoll refuses some descriptors (/dev/null, regular files): they are
+                // always readable, so read them as the guest drains the FIFO instead.
+                log::debug!("stdin cannot be polled ({e}); reading it as the guest drains");
+                self.pollable = false;
+                return self.pump(ops);
             }
         } else if !want && self.watching_stdin {
             let _ = ops.remove(stdin);

@@ -82,8 +82,12 @@ fn run_once(vcpu: &mut VcpuFd, buses: &VcpuBuses) -> Step {
         // With the in-kernel local APIC, HLT only exits for a vCPU that KVM parked; it is
         // simply resumed.
         Ok(VcpuExit::Hlt) => {}
-        // A triple fault: Linux uses one as its last way to reboot.
-        Ok(VcpuExit::Shutdown) => return Step::Stop(VmStop::Guest(ExitRequest::Reset)),
+        // A triple fault: Linux uses one as its last way to reboot, but it is also how a
+        // guest dies of a fault it cannot handle, so it is worth a line.
+        Ok(VcpuExit::Shutdown) => {
+            log::warn!("the guest triple-faulted; treating it as a reset");
+            return Step::Stop(VmStop::Guest(ExitRequest::Reset));
+        }
         Ok(VcpuExit::SystemEvent(kind, _)) => return Step::Stop(system_event(kind)),
         Ok(VcpuExit::InternalError) => return Step::InternalError,
         Ok(VcpuExit::FailEntry(reason, cpu)) => {
