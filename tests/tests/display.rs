@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The QXL display with the guest's stock qxl driver: known patterns written to /dev/fb0 come
+//! back pixel for pixel from `screendump`, and console text shows up through fbcon.
+//!
+//! One boot serves every check: the guest draws each pattern, says so on the serial console
+//! and waits for a line on its console input; a script next to the vmm (in the same place,
+//! since the control socket is local) takes the screendump and lets the guest go on.
+
+// An integration test file is itself the test module.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use vmm_tests::*;
+
+const WIDTH_PX: u32 = 1024;
+const HEIGHT_PX: u32 = 768;
+const WIDTH: usize = WIDTH_PX as usize;
+const HEIGHT: usize = HEIGHT_PX as usize;
+const TIMEOUT: Duration = Duration::from_secs(400);
+
+/// A frame as 0x00RRGGBB pixels.
+type Frame = Vec<u32>;
+
+fn solid(rgb: u32) -> Frame {
+    vec![rgb; WIDTH * HEIGHT]
+}
+
+fn gradient() -> Frame {
+    let mut frame = Vec::with_capacity(WIDTH * HEIGHT);
+    for y in 0..HEIGHT_PX {
+        for x in 0..WIDTH_PX {
+            let (r, g, b) = (x & 0xff, y & 0xff, (x + y) & 0xff);
+            frame.push(r << 16 | g << 8 | b);
+        }
+    }
+    frame
+}
+
+/// Odd-sized rectangles at odd offsets, and single-pixel lines, on blue.
+fn odd_shapes() -> Frame {
+    let mut frame = solid(0x00_00_00_ff);
+    let mut fill = |x0: usize, y0: usize, w: usize, h: usize, rgb: u32| {
+        for y in y0..y0 + h {
+            frame[y * WIDTH + x0..y * WIDTH + x0 + w].fill(rgb);
+        }
+    };
+    fill(13, 7, 333, 101, 0x00_00_ff_00);
+    fill(1, 1, 1, 765, 0x00_ff_ff_ff);
+    fill(511, 383, 3, 1, 0x00_ff_00_ff);
+    fill(1023, 767, 1, 1, 0x00_ff_ff_00);
+    fill(700, 500, 321, 17, 0x00_12_34_56);
+    frame
+}
+
+fn patterns() -> Vec<(&'static str, Frame)> {
+    vec![
+        ("solid-red", solid(0x00_ff_00_00)),
+        ("solid-white", solid(0x00_ff_ff_ff)),
+        ("gradient", gradient()),
+        ("odd-shapes", odd_shapes()),
+    ]
+}
+
+/// The bytes /dev/fb0 takes for `frame`: XRGB8888, little-endian (B, G, R, X).
+fn raw(frame: &Frame) -> Vec<u8> {
+    frame.iter().flat_map(|p| p.to_le_bytes()).collect()
+}
+
+const GUEST_SCRIPT: &str = r#"#!/bin/sh
+# Runs in the guest: draw each pattern, announce it, wait for the host's go-ahead.
+# fbcon is unbound so that it does not draw over the patterns; fbwrite writes through mmap
+# and msync, which makes the fbdev emulation flush the frame to the device at once.
+echo 0 > /sys/class/vtconsole/vtcon1/bind
+for name in $(cat /patterns/list); do
+    /patterns/fbwrite /patterns/$name.raw
+    sleep 1
+    echo "PATTERN-READY $name"
+    read ack
+done
+echo 1 > /sys/class/vtconsole/vtcon1/bind
+printf '\033[2J\033[HVMM FBCON TEXT LINE\n' > /dev/tty0
+sleep 2
+echo "PATTERN-READY fbcon"
+read ack
+"#;
+
+/// The host side, next to the vmm: wait for each marker, take a screendump, say go.
+fn host_script(dir: &Path, names: &[&str], vmm_args: &str) -> String {
+    let qmp = repo_root().join("target/debug/qmp");
+    let mut script = format!(
+        "set -e\ncd {dir}\nrm -f in serial.log api.sock\nmkfifo in\n\
+         {vmm} {vmm_args} --display qxl --api-socket {dir}/api.sock < in > serial.log 2>&1 &\n\
+         vmm=$!\nexec 3> in\n",
+        dir = dir.display(),
+        vmm = vmm_binary().display(),
+    );
+    for name in names.iter().chain(["fbcon"].iter()) {
+        script.push_str(&format!(
+            "n=0; until grep -q 'PATTERN-READY {name}' serial.log; do \
+             n=$((n+1)); [ $n -lt 1500 ] || {{ echo no marker {name}; cat serial.log; exit 1; }}; \
+             kill -0 $vmm || {{ echo vmm died; cat serial.log; exit 1; }}; sleep 0.2; done\n\
+             {qmp} {dir}/api.sock '{{\"execute\":\"screendump\",\"arguments\":{{\"filename\":\"{dir}/{name}.png\"}}}}'\n\
+             echo go >&3\n",
+            qmp = qmp.display(),
+            dir = dir.display(),
+        ));
+    }
+    script.push_str(&format!(
+        "{qmp} {dir}/api.sock '{{\"execute\":\"query-qxl\"}}' > query-qxl.json\n\
+         exec 3>&-\nwait $vmm\necho vmm-exit=$?\ncat serial.log\n",
+        qmp = qmp.display(),
+        dir = dir.display(),
+    ));
+    script
+}
+
+/// Builds the guest initramfs plus an extra cpio archive holding the patterns and script.
+fn initramfs_with_patterns(dir: &Path, patterns: &[(&str, Frame)]) -> PathBuf {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("patterns")).unwrap();
+    for (name, frame) in patterns {
+        std::fs::write(tree.join(format!("patterns/{name}.raw")), raw(frame)).unwrap();
+    }
+    let names: Vec<&str> = patterns.iter().map(|(n, _)| *n).collect();
+    std::fs::write(tree.join("patterns/list"), names.join("\n")).unwrap();
+    std::fs::write(tree.join("patterns/draw.sh"), GUEST_SCRIPT).unwrap();
+    compile_guest_tool("fbwrite", &tree.join("patterns/fbwrite"));
+
+    let extra = dir.join("patterns.cpio");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && find patterns | cpio -o -H newc --quiet | gzip -1 > {}",
+            tree.display(),
+            extra.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success(), "cpio failed");
+
+    // The kernel unpacks concatenated archives; zero padding between them is skipped.
+    let combined = dir.join("initramfs-patterns.cpio");
+    let mut bytes = std::fs::read(guest_file("initramfs.cpio.gz")).unwrap();
+    bytes.resize(bytes.len().next_multiple_of(512), 0);
+    bytes.extend(std::fs::read(&extra).unwrap());
+    std::fs::write(&combined, bytes).unwrap();
+    combined
+}
+
+/// Builds a static guest tool from tests/guest/NAME.c.
+fn compile_guest_tool(name: &str, out: &Path) {
+    let source = repo_root().join(format!("tests/guest/{name}.c"));
+    let status = Command::new("gcc")
+        .args(["-static", "-Os", "-Wall", "-o"])
+        .arg(out)
+        .arg(&source)
+        .status()
+        .expect("run gcc (apt-get install gcc libc6-dev)");
+    assert!(status.success(), "cannot compile {}", source.display());
+}
+
+fn read_png(path: &Path) -> (usize, usize, Frame) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    let pixels = buf[..info.buffer_size()]
+        .chunks(3)
+        .map(|p| u32::from(p[0]) << 16 | u32::from(p[1]) << 8 | u32::from(p[2]))
+        .collect();
+    (info.width as usize, info.height as usize, pixels)
+}
+
+fn first_difference(got: &Frame, want: &Frame) -> Option<(usize, usize, u32, u32)> {
+    let i = got.iter().zip(want).position(|(a, b)| a != b)?;
+    Some((i % WIDTH, i / WIDTH, got[i], want[i]))
+}
+
+#[test]
+fn stock_qxl_driver_shows_patterns_pixel_exact_and_fbcon_text() {
+    let Some(place) = require_boot_place("display") else {
+        return;
+    };
+    let dir = repo_root().join(format!("target/tests/display-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let patterns = patterns();
+    let initramfs = initramfs_with_patterns(&dir, &patterns);
+    let mut args = guest_args(1, &run_cmdline("sh /patterns/draw.sh"));
+    args[3] = initramfs.display().to_string();
+    let names: Vec<&str> = patterns.iter().map(|(n, _)| *n).collect();
+    let script = host_script(
+        &dir,
+        &names,
+        &args
+            .iter()
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+
+    let sh = PathBuf::from("/bin/sh");
+    let mut cmd = command_in(place, &sh, &["-c".into(), script], TIMEOUT);
+    cmd.env("TEST_HOST_SCRATCH", &dir);
+    let (status, output) = run_to_end(cmd, TIMEOUT + Duration::from_secs(60)).unwrap();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(output.contains("vmm-exit=0"), "{output}");
+
+    for (name, want) in &patterns {
+        let (width, height, got) = read_png(&dir.join(format!("{name}.png")));
+        assert_eq!((width, height), (WIDTH, HEIGHT), "{name}");
+        if let Some((x, y, g, w)) = first_difference(&got, want) {
+            panic!("{name}: pixel ({x}, {y}) is {g:06x}, expected {w:06x}");
+        }
+    }
+
+    // fbcon: the text rows at the top hold the console's light grey, the rest is black.
+    let (_, _, console) = read_png(&dir.join("fbcon.png"));
+    let top: Vec<u32> = console[..16 * WIDTH].to_vec();
+    let lit = top.iter().filter(|p| **p == 0x00aa_aaaa).count();
+    assert!(
+        lit > 100,
+        "no console text in the top row ({lit} grey pixels)"
+    );
+    assert!(
+        console[100 * WIDTH..].iter().all(|p| *p == 0),
+        "screen below the text is not black"
+    );
+
+    let stats = std::fs::read_to_string(dir.join("query-qxl.json")).unwrap();
+    assert!(stats.contains("\"drawables\""), "{stats}");
+}
