@@ -237,6 +237,7 @@ fn query_qxl(context: &ApiContext) -> Value {
         "ports": ports,
         "queue-depth": display.queue_depth(),
         "interrupts": shared.interrupts_raised.load(Ordering::Relaxed),
+        "ioeventfd-notifies": shared.ioeventfd_notifies.load(Ordering::Relaxed),
         "msi": display.msi_enabled(),
         "requests-refused": shared.requests_refused.load(Ordering::Relaxed),
         "engine": engine,

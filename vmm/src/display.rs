@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use devices::bus::Bus;
 use devices::pci::{BarMapper, BarRegion, PciInterrupt, PciRoot};
-use devices::qxl::regs::{QXL_DEFAULT_RAM_SIZE, QXL_DEFAULT_VRAM_SIZE, QXL_ROM_SIZE};
+use devices::qxl::regs::{
+    QXL_DEFAULT_RAM_SIZE, QXL_DEFAULT_VRAM_SIZE, QXL_IO_NOTIFY_CMD, QXL_IO_NOTIFY_CURSOR,
+    QXL_ROM_SIZE,
+};
 use devices::qxl::{
     build_rom, worker, QxlBarAddresses, QxlConfig, QxlEngine, QxlIo, QxlPci, QxlRom, QxlShared,
 };
 use kvm_bindings::kvm_userspace_memory_region;
-use kvm_ioctls::VmFd;
+use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use thiserror::Error;
 use vm_memory::mmap::MmapRegion;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -177,7 +180,30 @@ impl BarMapper for QxlBarMapper {
                 self.mmio_bus.remove(region.addr);
             }
             _ => {
+                self.notify_ioeventfds(region.addr, false);
                 self.io_bus.remove(region.addr);
+            }
+        }
+    }
+}
+
+impl QxlBarMapper {
+    /// Lets KVM signal the notify ports' eventfds itself, so that these writes, the most
+    /// frequent ones, never exit to the VMM.
+    fn notify_ioeventfds(&self, io_base: u64, register: bool) {
+        let ports = [
+            (&self.shared.notify_cmd_evt, QXL_IO_NOTIFY_CMD),
+            (&self.shared.notify_cursor_evt, QXL_IO_NOTIFY_CURSOR),
+        ];
+        for (evt, port) in ports {
+            let addr = IoEventAddress::Pio(io_base + port);
+            let result = if register {
+                self.vm.register_ioevent(evt, &addr, NoDatamatch)
+            } else {
+                self.vm.unregister_ioevent(evt, &addr, NoDatamatch)
+            };
+            if let Err(e) = result {
+                log::warn!("qxl: ioeventfd for port {port}: {e}; it exits to the VMM instead");
             }
         }
     }

@@ -218,6 +218,12 @@ pub struct QxlShared {
     pub notify_cmd: AtomicBool,
     /// NOTIFY_CURSOR was written.
     pub notify_cursor: AtomicBool,
+    /// Signalled by KVM (an ioeventfd) when the guest writes NOTIFY_CMD, without an exit.
+    pub notify_cmd_evt: EventFd,
+    /// Signalled by KVM when the guest writes NOTIFY_CURSOR.
+    pub notify_cursor_evt: EventFd,
+    /// Notify-port writes that KVM delivered through the ioeventfds.
+    pub ioeventfd_notifies: AtomicU64,
     /// NOTIFY_OOM was written.
     pub notify_oom: AtomicBool,
     /// FLUSH_RELEASE was written.
@@ -258,6 +264,9 @@ impl QxlShared {
             wake_evt: EventFd::new(EFD_NONBLOCK)?,
             notify_cmd: AtomicBool::new(false),
             notify_cursor: AtomicBool::new(false),
+            notify_cmd_evt: EventFd::new(EFD_NONBLOCK)?,
+            notify_cursor_evt: EventFd::new(EFD_NONBLOCK)?,
+            ioeventfd_notifies: AtomicU64::new(0),
             notify_oom: AtomicBool::new(false),
             flush_release: AtomicBool::new(false),
             async_busy: AtomicBool::new(false),
@@ -639,7 +648,219 @@ impl PciDevice for QxlPci {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc::Receiver;
+
     use super::*;
+    use crate::pci::{MsiMessage, MsiRouter};
+
+    struct NoRoute;
+
+    impl MsiRouter for NoRoute {
+        fn set_msi_route(&self, _address: u64, _data: u32) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct Fixture {
+        io: QxlIo,
+        shared: Arc<QxlShared>,
+        requests: Receiver<QxlRequest>,
+        intx: EventFd,
+        irq: Arc<PciInterrupt>,
+    }
+
+    const RAM: usize = 1 << 20;
+
+    fn fixture() -> Fixture {
+        let ram = Arc::new(MmapRegion::new(RAM).unwrap());
+        let intx = EventFd::new(EFD_NONBLOCK).unwrap();
+        let msi = EventFd::new(EFD_NONBLOCK).unwrap();
+        let irq = Arc::new(PciInterrupt::new(
+            msi,
+            intx.try_clone().unwrap(),
+            Box::new(NoRoute),
+        ));
+        let (shared, requests) = QxlShared::new(ram, irq.clone()).unwrap();
+        Fixture {
+            io: QxlIo::new(shared.clone()),
+            shared,
+            requests,
+            intx,
+            irq,
+        }
+    }
+
+    impl Fixture {
+        fn write(&self, port: u64, value: u8) {
+            self.io.write(0x1000, port, &[value]);
+        }
+
+        fn header(&self, offset: u64) -> &AtomicU32 {
+            self.shared.header_word(offset)
+        }
+
+        fn set_mask(&self, mask: u32) {
+            self.header(RAM_INT_MASK).store(mask, Ordering::SeqCst);
+        }
+
+        fn pending(&self) -> u32 {
+            self.header(RAM_INT_PENDING).load(Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn notify_ports_set_flags_and_wake_once() {
+        let f = fixture();
+        f.write(QXL_IO_NOTIFY_CMD, 0);
+        f.write(QXL_IO_NOTIFY_CMD, 0);
+        f.write(QXL_IO_NOTIFY_CURSOR, 0);
+        assert!(f.shared.notify_cmd.load(Ordering::SeqCst));
+        assert!(f.shared.notify_cursor.load(Ordering::SeqCst));
+        assert_eq!(
+            f.shared.wake_evt.read().unwrap(),
+            2,
+            "one wake per flag that was clear"
+        );
+        assert!(f.requests.try_recv().is_err(), "notify ports queue nothing");
+    }
+
+    #[test]
+    fn an_async_port_is_queued_and_a_second_one_while_pending_is_a_guest_bug() {
+        let f = fixture();
+        f.set_mask(QXL_INTERRUPT_IO_CMD | QXL_INTERRUPT_ERROR);
+        f.write(QXL_IO_CREATE_PRIMARY_ASYNC, 0);
+        let request = f.requests.try_recv().unwrap();
+        assert_eq!(request.kind, QxlRequestKind::CreatePrimary);
+        assert_eq!(request.completion, Completion::Interrupt);
+        assert_eq!(
+            f.pending(),
+            0,
+            "no interrupt until the display thread completes it"
+        );
+
+        f.write(QXL_IO_CREATE_PRIMARY_ASYNC, 0);
+        assert!(
+            f.requests.try_recv().is_err(),
+            "the second request is refused"
+        );
+        assert!(f.shared.guest_bug.load(Ordering::SeqCst));
+        assert_eq!(f.pending(), QXL_INTERRUPT_ERROR);
+        assert_eq!(f.intx.read().unwrap(), 1);
+
+        f.write(QXL_IO_NOTIFY_CMD, 0);
+        assert!(
+            !f.shared.notify_cmd.load(Ordering::SeqCst),
+            "ignored until reset"
+        );
+    }
+
+    #[test]
+    fn bad_values_and_unknown_ports_are_guest_bugs() {
+        let f = fixture();
+        f.write(QXL_IO_DESTROY_PRIMARY_ASYNC, 1);
+        assert!(f.shared.guest_bug.load(Ordering::SeqCst));
+        assert_eq!(
+            f.pending(),
+            QXL_INTERRUPT_ERROR | QXL_INTERRUPT_IO_CMD,
+            "async still completes"
+        );
+
+        let f = fixture();
+        f.write(QXL_IO_SET_MODE, 3);
+        assert!(f.shared.guest_bug.load(Ordering::SeqCst));
+
+        let f = fixture();
+        f.io.write(0x1000, 31, &[0]);
+        assert!(f.shared.guest_bug.load(Ordering::SeqCst));
+
+        let f = fixture();
+        f.io.write(0x1000, QXL_IO_NOTIFY_CMD, &[0, 0]);
+        assert!(
+            !f.shared.notify_cmd.load(Ordering::SeqCst),
+            "only byte writes count"
+        );
+    }
+
+    #[test]
+    fn a_sync_port_waits_for_its_own_completion() {
+        let f = fixture();
+        let shared = f.shared.clone();
+        let worker = std::thread::spawn(move || {
+            let request = f.requests.recv().unwrap();
+            assert_eq!(request.kind, QxlRequestKind::MemslotAdd(1));
+            let Completion::Sync(slot) = request.completion else {
+                panic!("not sync")
+            };
+            std::thread::sleep(Duration::from_millis(50));
+            shared.complete_sync(slot);
+        });
+
+        let start = Instant::now();
+        f.io.write(0x1000, QXL_IO_MEMSLOT_ADD, &[1]);
+        assert!(
+            start.elapsed() >= Duration::from_millis(50),
+            "returned before completion"
+        );
+        worker.join().unwrap();
+        assert_eq!(
+            f.shared.sync_used.load(Ordering::SeqCst),
+            0,
+            "slot released"
+        );
+    }
+
+    #[test]
+    fn interrupts_follow_the_mask_and_update_irq_reasserts_intx() {
+        let f = fixture();
+        f.shared.raise_interrupt(QXL_INTERRUPT_DISPLAY);
+        assert_eq!(f.pending(), QXL_INTERRUPT_DISPLAY);
+        assert!(f.intx.read().is_err(), "masked: no interrupt");
+
+        f.set_mask(QXL_INTERRUPT_DISPLAY);
+        f.write(QXL_IO_UPDATE_IRQ, 0);
+        assert_eq!(
+            f.intx.read().unwrap(),
+            1,
+            "pending and unmasked: line asserted"
+        );
+
+        f.shared.raise_interrupt(QXL_INTERRUPT_DISPLAY);
+        assert!(f.intx.read().is_err(), "already pending: nothing new");
+
+        f.header(RAM_INT_PENDING).store(0, Ordering::SeqCst);
+        f.write(QXL_IO_UPDATE_IRQ, 0);
+        assert!(f.intx.read().is_err(), "guest cleared it: line stays low");
+
+        let msi = MsiMessage {
+            enabled: true,
+            masked: false,
+            address: 0xfee0_0000,
+            data: 0x31,
+        };
+        f.irq.update(msi, 0).unwrap();
+        f.shared.raise_interrupt(QXL_INTERRUPT_DISPLAY);
+        f.write(QXL_IO_UPDATE_IRQ, 0);
+        assert!(
+            f.intx.read().is_err(),
+            "with MSI the INTx line is never used"
+        );
+    }
+
+    #[test]
+    fn port_statistics_count_writes() {
+        let f = fixture();
+        for _ in 0..3 {
+            f.write(QXL_IO_NOTIFY_CMD, 0);
+        }
+        f.write(QXL_IO_UPDATE_IRQ, 0);
+        let figures = f.shared.stats.figures();
+        assert_eq!(figures.len(), 2);
+        assert_eq!((figures[0].port, figures[0].count), (0, 3));
+        assert_eq!((figures[1].port, figures[1].count), (3, 1));
+        assert!(figures[0].p50_ns > 0 && figures[0].p99_ns >= figures[0].p50_ns);
+        assert_eq!(port_name(24), "MONITORS_CONFIG_ASYNC");
+        assert_eq!(port_name(99), "unknown");
+    }
 
     #[test]
     fn percentiles_use_bucket_upper_bounds() {

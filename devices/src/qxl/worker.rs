@@ -25,6 +25,8 @@ const BATCH: usize = 64;
 const WAKE: u64 = 0;
 const RESAMPLE: u64 = 1;
 const QUERY: u64 = 2;
+const NOTIFY_CMD: u64 = 3;
+const NOTIFY_CURSOR: u64 = 4;
 
 /// What other threads may ask of the display thread.
 pub enum DisplayQuery {
@@ -103,7 +105,7 @@ impl Worker {
             }
         };
 
-        let mut events = [EpollEvent::default(); 4];
+        let mut events = [EpollEvent::default(); 8];
         while !self.stopping.load(Ordering::Acquire) {
             let timeout = if self.more_commands || self.more_cursor {
                 0
@@ -131,6 +133,8 @@ impl Worker {
             (self.shared.wake_evt.as_raw_fd(), WAKE),
             (self.resample_evt.as_raw_fd(), RESAMPLE),
             (self.query_evt.as_raw_fd(), QUERY),
+            (self.shared.notify_cmd_evt.as_raw_fd(), NOTIFY_CMD),
+            (self.shared.notify_cursor_evt.as_raw_fd(), NOTIFY_CURSOR),
         ] {
             epoll.ctl(
                 ControlOperation::Add,
@@ -150,10 +154,29 @@ impl Worker {
                 let _ = self.resample_evt.read();
                 self.shared.update_irq_level();
             }
+            NOTIFY_CMD => {
+                self.ioeventfd_notify(&self.shared.notify_cmd_evt, &self.shared.notify_cmd)
+            }
+            NOTIFY_CURSOR => {
+                self.ioeventfd_notify(&self.shared.notify_cursor_evt, &self.shared.notify_cursor)
+            }
             _ => {
                 let _ = self.query_evt.read();
                 self.answer_queries();
             }
+        }
+    }
+
+    /// A notify port written through KVM's ioeventfd: the same as the trapped write, except
+    /// that the guest-bug state is checked here.
+    fn ioeventfd_notify(&self, evt: &EventFd, flag: &AtomicBool) {
+        if let Ok(count) = evt.read() {
+            self.shared
+                .ioeventfd_notifies
+                .fetch_add(count, Ordering::Relaxed);
+        }
+        if !self.shared.guest_bug.load(Ordering::Acquire) {
+            flag.store(true, Ordering::Release);
         }
     }
 
