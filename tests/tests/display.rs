@@ -73,6 +73,8 @@ const GUEST_SCRIPT: &str = r#"#!/bin/sh
 # Runs in the guest: draw each pattern, announce it, wait for the host's go-ahead.
 # fbcon is unbound so that it does not draw over the patterns; fbwrite writes through mmap
 # and msync, which makes the fbdev emulation flush the frame to the device at once.
+dmesg | grep -E 'qxl|fb0'
+echo "FB-MODE $(cat /sys/class/graphics/fb0/virtual_size)"
 echo 0 > /sys/class/vtconsole/vtcon1/bind
 for name in $(cat /patterns/list); do
     /patterns/fbwrite /patterns/$name.raw
@@ -212,6 +214,15 @@ fn stock_qxl_driver_shows_patterns_pixel_exact_and_fbcon_text() {
     let (status, output) = run_to_end(cmd, TIMEOUT + Duration::from_secs(60)).unwrap();
     assert_eq!(status.code(), Some(0), "{output}");
     assert!(output.contains("vmm-exit=0"), "{output}");
+    assert!(
+        output.contains("[drm] Initialized qxl"),
+        "driver not initialised:\n{output}"
+    );
+    assert!(
+        output.contains("fb0: qxldrmfb frame buffer device"),
+        "{output}"
+    );
+    assert!(output.contains("FB-MODE 1024,768"), "{output}");
 
     for (name, want) in &patterns {
         let (width, height, got) = read_png(&dir.join(format!("{name}.png")));

@@ -122,7 +122,7 @@ pub struct Cli {
     pub serial: String,
 
     /// Display device: qxl (a QXL PCI display, driven by Linux's qxl driver) or none.
-    #[arg(long, value_name = "qxl|none", default_value = "none")]
+    #[arg(long, value_name = "qxl|none", default_value = "qxl")]
     pub display: String,
 
     /// Serve the control socket (QMP-shaped JSON: query-status, query-qxl, screendump,
@@ -305,6 +305,8 @@ mod tests {
         assert_eq!(config.serial, SerialConfig::Tty);
         assert_eq!(config.cmdline, DEFAULT_CMDLINE);
         assert_eq!(config.initramfs, None);
+        assert_eq!(config.display, DisplayConfig::Qxl);
+        assert_eq!(config.api_socket, None);
     }
 
     #[test]

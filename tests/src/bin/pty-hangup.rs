@@ -120,11 +120,22 @@ fn main() -> Result<()> {
     let start = Instant::now();
     std::thread::sleep(watch);
     let end_cpu = non_vcpu_cpu_ms(child.id());
-    let per_thread: Vec<String> = end_cpu
+    // Threads that ended during the window (the console writer, after the hang-up) are left
+    // out: their time before the window is not part of it.
+    let deltas: Vec<(&String, u64)> = end_cpu
         .iter()
-        .map(|(name, ms)| format!("{name}:{}", ms - start_cpu.get(name).copied().unwrap_or(0)))
+        .map(|(name, ms)| {
+            (
+                name,
+                ms.saturating_sub(start_cpu.get(name).copied().unwrap_or(0)),
+            )
+        })
         .collect();
-    let idle_cpu_ms = end_cpu.values().sum::<u64>() - start_cpu.values().sum::<u64>();
+    let per_thread: Vec<String> = deltas
+        .iter()
+        .map(|(name, ms)| format!("{name}:{ms}"))
+        .collect();
+    let idle_cpu_ms: u64 = deltas.iter().map(|(_, ms)| ms).sum();
     let window_ms = start.elapsed().as_millis();
 
     let exit_deadline = Instant::now() + Duration::from_secs(300);
