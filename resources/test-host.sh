@@ -338,8 +338,9 @@ priv="$(mktemp -d "$OUT/run.XXXXXX")"
                 printf 'export %s=%q\n' "$name" "${!name}" ;;
         esac
     done < <(compgen -e)
-    printf 'cd -- %q || {\n' "$PWD"
-    printf '    echo "cannot change to %q in the test host" >%q\n' "$PWD" "$ctl/error"
+    printf 'cd -- %q 2>/dev/null || {\n' "$PWD"
+    printf '    echo %q >%q\n' "cannot change to the current directory $PWD in the test host" \
+        "$ctl/error"
     printf '    exit 125\n}\n'
     printf '%q ' "$@"
     echo
@@ -454,6 +455,10 @@ else
 fi
 elapsed=$((SECONDS - start))
 
+if [[ -f $ctl/error ]]; then
+    log "the test host could not run CMD: $(<"$ctl/error")"
+    exit 125
+fi
 if [[ -f $ctl/status ]]; then
     status="$(<"$ctl/status")"
     [[ $debug != 1 ]] || log "CMD finished with status $status after ${elapsed}s"
@@ -462,10 +467,6 @@ fi
 if ((timed_out)); then
     log "timed out after $timeout_s s"
     exit 124
-fi
-if [[ -f $ctl/error ]]; then
-    log "the test host could not run CMD: $(<"$ctl/error")"
-    exit 125
 fi
 last="$(sed -n 's/^test-host-stage: //p' "$priv/console.log" | tail -n1 | tr -d '\r')"
 log "the test host stopped before CMD finished, after ${elapsed}s;" \
