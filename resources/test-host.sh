@@ -25,10 +25,15 @@
 #                      reaches nothing outside (QEMU user networking with restrict=on)
 #   TEST_HOST_DEBUG=1  full kernel log; keep the run's control files and print where they are
 #
-# Standard input: when it is a terminal, CMD gets it as its controlling terminal (the test
-# host's serial console); the terminal is restored afterwards. Otherwise it is passed on as
-# lines through a terminal in canonical mode without echo (text only; end of input arrives as
-# end of file); /dev/null gives CMD an immediate end of file.
+# Terminal: CMD's input and output pass through the test host's console, a virtio console
+# (hvc0) on QEMU's stdio; the test host's kernel messages go to a log file (shown when it
+# fails). When stdin is a terminal, hvc0 is CMD's controlling terminal (job control, ^C,
+# window size; QEMU puts the terminal in raw mode, restored afterwards). Otherwise CMD's
+# stdin and stdout are pipes, as in CI: it reads the script's stdin exactly, streamed, with
+# an end of file at its end (at once for /dev/null), and its output passes unchanged.
+#
+# Inside, / and so HOME are read-only; write to TEST_HOST_SCRATCH, /tmp or /run. The
+# repository and the current directory stay visible even when they live under /tmp or /run.
 set -euo pipefail
 
 readonly SCRIPT="${BASH_SOURCE[0]}"
@@ -55,6 +60,8 @@ case "${1:-}" in
     -h | --help) usage; exit 0 ;;
     "") usage >&2; exit 2 ;;
 esac
+# A closed stdin reads as empty.
+{ true <&0; } 2>/dev/null || exec </dev/null
 
 timeout_s="${TEST_HOST_TIMEOUT:-900}"
 mem="${TEST_HOST_MEM:-3072}"
@@ -192,6 +199,14 @@ stage "modules loaded"
 # This machine's / read-only; caching is safe as nothing in the test host can change it.
 mount -t 9p -o "$opts,ro,cache=loose" host /newroot || fail "cannot mount the host's /"
 r=/newroot
+# Folders of the caller's under /tmp or /run (a checkout there) would vanish under the tmpfs
+# mounted below: hold them aside and put them back on top.
+n=0
+while IFS= read -r keep; do
+    n=$((n + 1))
+    mkdir -p "/keep/$n" && mount -o bind "$r$keep" "/keep/$n" ||
+        fail "cannot keep $keep visible in the test host"
+done <"$ctl/keep"
 mount -t proc -o nosuid,nodev,noexec proc $r/proc &&
     mount -t sysfs -o nosuid,nodev,noexec sysfs $r/sys &&
     mount -t devtmpfs -o nosuid,mode=755 devtmpfs $r/dev &&
@@ -201,6 +216,12 @@ mount -t proc -o nosuid,nodev,noexec proc $r/proc &&
     mount -t tmpfs -o nosuid,nodev,mode=1777 tmp $r/tmp &&
     mount -t tmpfs -o nosuid,nodev,mode=755 run $r/run ||
     fail "cannot mount proc, sys, dev, tmp or run in the chroot"
+n=0
+while IFS= read -r keep; do
+    n=$((n + 1))
+    mkdir -p "$r$keep" && mount -o move "/keep/$n" "$r$keep" ||
+        fail "cannot put $keep back in the test host"
+done <"$ctl/keep"
 # The scratch share goes to the same path as outside, after /tmp and /run are mounted.
 mkdir -p "$r$scratch" 2>/dev/null
 mount -o move /scratch "$r$scratch" || fail "cannot move the scratch share to $scratch"
@@ -231,19 +252,26 @@ if [ "$mode" = tty ]; then
     setsid -c chroot $r /usr/bin/env -i /bin/bash "$cmd" </dev/hvc0 >/dev/hvc0 2>&1 3>&-
     status=$?
 else
-    # Not interactive: CMD's output goes to hvc0 unchanged (raw), its input is a pipe. The
-    # input comes in chunks, each a line with its size and then that many bytes; size 0 is
-    # the end of the input. This gives exact bytes and an end of file, which a terminal
+    # Not interactive: CMD's input and output are pipes, relayed to and from hvc0 (raw).
+    # The input comes in chunks, each a line with its size and then that many bytes; size 0
+    # is the end of the input. This gives exact bytes and an end of file, which a terminal
     # cannot. (ash's read takes one byte at a time and dd's fullblock no more than asked.)
+    # The output through cat gets written in large pieces even when CMD writes many small
+    # ones (each write to hvc0 costs a VM exit, slow under TCG).
     stty -F /dev/hvc0 raw -echo
-    mkfifo /run/stdin
+    mkfifo /run/stdin /run/stdout
     while read -r size && [ "$size" -gt 0 ]; do
         dd bs="$size" count=1 iflag=fullblock status=none
     done </dev/hvc0 >/run/stdin 2>/dev/null 3>&- &
+    cat /run/stdout >/dev/hvc0 3>&- &
+    relay=$!
     : >"$ctl/ready"
     stage "CMD started"
-    setsid chroot $r /usr/bin/env -i /bin/bash "$cmd" </run/stdin >/dev/hvc0 2>&1 3>&-
+    setsid chroot $r /usr/bin/env -i /bin/bash "$cmd" </run/stdin >/run/stdout 2>&1 3>&-
     status=$?
+    # The relay ends with CMD's output; processes CMD left running with it open get 3 s.
+    (sleep 3; kill $relay) 2>/dev/null &
+    wait $relay
 fi
 # Let all of CMD's output leave before the power-off (stty drains the terminal).
 stty -F /dev/hvc0 -tostop
@@ -328,6 +356,14 @@ fi
 ctl="$(mktemp -d "$scratch/.test-host.XXXXXX")"
 priv="$(mktemp -d "$OUT/run.XXXXXX")"
 
+# The repository and the caller's directory, when they live under /tmp or /run, which the
+# test host covers with its own tmpfs.
+for dir in "$REPO" "$PWD"; do
+    case "$dir/" in
+        /tmp/* | /run/*) printf '%s\n' "$dir" ;;
+    esac
+done | sort -u >"$ctl/keep"
+
 # CMD as a script: the caller's directory and environment, then CMD with its arguments.
 {
     echo "# CMD for the test host, generated by resources/test-host.sh"
@@ -360,6 +396,7 @@ fi
 qemu_path() { printf '%s' "${1//,/,,}"; } # a comma in a QEMU option value is written twice
 append="console=ttyS0 panic=-1 oops=panic nowatchdog th.ctl=$(basename "$ctl")"
 if [[ $debug == 1 ]]; then append+=" loglevel=7"; else append+=" quiet loglevel=4"; fi
+scratch_opts="security_model=none,multidevs=remap"
 # shellcheck disable=SC2054 # commas separate QEMU suboptions, not array elements
 qemu=(
     qemu-system-x86_64
@@ -372,8 +409,9 @@ qemu=(
     -chardev stdio,id=con0,signal=off
     -device virtio-serial-pci,id=vser0 -device virtconsole,bus=vser0.0,chardev=con0
     -chardev "file,id=con1,path=$(qemu_path "$priv/console.log")" -serial chardev:con1
+    # 9p shares; multidevs=remap: unique inode numbers where a share spans file systems.
     -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap
-    -virtfs "local,path=$(qemu_path "$scratch"),mount_tag=scratch,security_model=none"
+    -virtfs "local,path=$(qemu_path "$scratch"),mount_tag=scratch,$scratch_opts"
     -pidfile "$priv/qemu.pid"
 )
 if [[ -n $forward ]]; then
