@@ -54,12 +54,7 @@ fn serial_console_runs_typed_commands_and_reboot_exits_zero() {
         return;
     };
     let args = guest_args(1, TEST_CMDLINE);
-    let cmd = command_in(place, &vmm_binary(), &args, BOOT_TIMEOUT);
-    let mut session = Session::spawn(cmd, BOOT_TIMEOUT + Duration::from_secs(60)).unwrap();
-
-    let ready = session
-        .expect_after(0, "VMM-GUEST-READY", BOOT_TIMEOUT)
-        .unwrap();
+    let (mut session, ready) = boot_session(place, &args, BOOT_TIMEOUT);
     // The shell prints its prompt once it reads the console.
     let prompt = session
         .expect_after(ready, "# ", Duration::from_secs(120))
@@ -140,10 +135,12 @@ fn a_hung_up_terminal_is_logged_once_and_never_blocks_the_guest() {
         helper.exists(),
         "build the tests crate's binaries first (cargo build --workspace)"
     );
-    let (status, output) = run_to_end(
-        command_in(place, &helper, &args, BOOT_TIMEOUT),
-        BOOT_TIMEOUT,
-    )
+    let (status, output) = retry_early_end(place, || {
+        run_to_end(
+            command_in(place, &helper, &args, BOOT_TIMEOUT),
+            BOOT_TIMEOUT,
+        )
+    })
     .expect("pty-hangup run");
     assert_eq!(status.code(), Some(0), "{output}");
 

@@ -103,7 +103,8 @@ fn host_script(dir: &Path, names: &[&str], vmm_args: &str) -> String {
         script.push_str(&format!(
             "n=0; until grep -q 'PATTERN-READY {name}' serial.log; do \
              n=$((n+1)); [ $n -lt 1500 ] || {{ echo no marker {name}; cat serial.log; exit 1; }}; \
-             kill -0 $vmm || {{ echo vmm died; cat serial.log; exit 1; }}; sleep 0.2; done\n\
+             kill -0 $vmm || {{ wait $vmm; rc=$?; echo vmm died: $rc; cat serial.log; exit $rc; }}; \
+             sleep 0.2; done\n\
              {qmp} {dir}/api.sock '{{\"execute\":\"screendump\",\"arguments\":{{\"filename\":\"{dir}/{name}.png\"}}}}'\n\
              echo go >&3\n",
             qmp = qmp.display(),
@@ -209,9 +210,12 @@ fn stock_qxl_driver_shows_patterns_pixel_exact_and_fbcon_text() {
     );
 
     let sh = PathBuf::from("/bin/sh");
-    let mut cmd = command_in(place, &sh, &["-c".into(), script], TIMEOUT);
-    cmd.env("TEST_HOST_SCRATCH", &dir);
-    let (status, output) = run_to_end(cmd, TIMEOUT + Duration::from_secs(60)).unwrap();
+    let (status, output) = retry_early_end(place, || {
+        let mut cmd = command_in(place, &sh, &["-c".into(), script.clone()], TIMEOUT);
+        cmd.env("TEST_HOST_SCRATCH", &dir);
+        run_to_end(cmd, TIMEOUT + Duration::from_secs(60))
+    })
+    .unwrap();
     assert_eq!(status.code(), Some(0), "{output}");
     assert!(output.contains("vmm-exit=0"), "{output}");
     assert!(
