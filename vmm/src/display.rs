@@ -159,9 +159,11 @@ impl BarMapper for QxlBarMapper {
             2 => self
                 .mmio_bus
                 .insert(self.rom.clone(), region.addr, region.size),
-            _ => self
-                .io_bus
-                .insert_shared(self.io.clone(), region.addr, region.size),
+            _ => {
+                self.notify_ioeventfds(region.addr, true);
+                self.io_bus
+                    .insert_shared(self.io.clone(), region.addr, region.size)
+            }
         };
         if let Err(e) = result {
             log::warn!(
