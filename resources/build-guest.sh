@@ -2,9 +2,9 @@
 # Build the vmm test guest from Debian 12 packages:
 #
 #   target/guest/bzImage            kernel of Debian's linux-image-amd64 (its versioned package)
-#   target/guest/vmlinux            the same kernel uncompressed (ELF with a PVH entry note), which
-#                                   boots much faster where the guest's CPU is emulated (about 7 s
-#                                   less under QEMU's TCG, nested KVM included)
+#   target/guest/vmlinux            the same kernel uncompressed (ELF with a PVH entry note); no
+#                                   decompression at boot, which takes about 7 s under QEMU's TCG
+#                                   (resources/test-host.sh boots it)
 #   target/guest/initramfs.cpio.gz  busybox (static) + /init + drm/ttm/qxl modules
 #   target/guest/manifest.txt       versions and sha256 of the .deb files used
 #   resources/guest-packages.txt    the same record, committed with the sources
@@ -70,14 +70,13 @@ need_tools() {
     ((${#missing[@]} == 0)) && return 0
     need_root "to install ${missing[*]}"
     log "installing ${missing[*]}"
-    apt-cache policy "${missing[@]}" 2>/dev/null | grep -q 'Candidate: [0-9]' || apt_update
+    apt-cache policy "${missing[@]}" 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null || apt_update
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         "${missing[@]}" >&2
 }
 
 if [[ ${BUILD_GUEST_APT_UPDATE:-0} == 1 ]]; then apt_update; fi
-need_tools cpio:cpio xz:xz-utils zstd:zstd depmod:kmod modprobe:kmod gzip:gzip \
-    flock:util-linux
+need_tools cpio:cpio xz:xz-utils depmod:kmod modprobe:kmod gzip:gzip flock:util-linux
 
 mkdir -p "$OUT"
 # One build at a time (resources/test-host.sh calls this script too).
@@ -119,7 +118,7 @@ up_to_date() {
     local f
     ((force == 0)) || return 1
     [[ -f $OUT/.inputs && $(<"$OUT/.inputs") == "$inputs" ]] || return 1
-    [[ -f $KROOT/lib/modules/$kver/modules.dep ]] || return 1
+    [[ -f $KROOT/lib/modules/$kver/modules.dep && -f $RECORD ]] || return 1
     for f in "$OUT/bzImage" "$OUT/vmlinux" "$OUT/initramfs.cpio.gz" "$OUT/manifest.txt"; do
         [[ -f $f && $f -nt $SCRIPT ]] || return 1
     done
@@ -206,7 +205,7 @@ copy_module_with_deps() {
         case "$rel" in
             *.ko) cp "$path" "$dst" ;;
             *.ko.xz) xz -dc "$path" >"$dst" ;;
-            *.ko.zst) zstd -qdc "$path" >"$dst" ;;
+            *.ko.zst) need_tools zstd:zstd; zstd -qdc "$path" >"$dst" ;;
             *.ko.gz) gzip -dc "$path" >"$dst" ;;
             *) die "unexpected module file $path" ;;
         esac
@@ -321,7 +320,7 @@ payload() {
 case "$(payload | od -An -tx1 -N4 | tr -d ' ')" in
     fd377a58) payload | xz -dc >"$OUT/vmlinux.tmp" ;;
     1f8b*) payload | gzip -dc >"$OUT/vmlinux.tmp" ;;
-    28b52ffd) payload | zstd -qdc >"$OUT/vmlinux.tmp" ;;
+    28b52ffd) need_tools zstd:zstd; payload | zstd -qdc >"$OUT/vmlinux.tmp" ;;
     *) die "unknown compression of the kernel payload in $OUT/bzImage" ;;
 esac
 [[ $(od -An -c -N4 "$OUT/vmlinux.tmp" | tr -d ' ') == '177ELF' ]] \

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the repository's entry scripts (resources/run.sh, tests/run.sh): source it.
 
 # Prints a heading and runs the command.

@@ -178,6 +178,7 @@ stage "init started"
 for module in virtio_pci virtio_console 9pnet_virtio 9p; do
     modprobe "$module" || fail "cannot load module $module"
 done
+hostname test-host
 ip link set lo up
 
 # The scratch share holds the run's control folder, named on the kernel command line.
@@ -308,7 +309,7 @@ build_initramfs() {
         case "$rel" in # busybox modprobe loads plain .ko files only
             *.ko) cp "$path" "$dst" ;;
             *.ko.xz) xz -dc "$path" >"$dst" ;;
-            *.ko.zst) zstd -qdc "$path" >"$dst" ;;
+            *.ko.zst) zstd -qdc "$path" >"$dst" ;; # build-guest.sh installed zstd then
             *.ko.gz) gzip -dc "$path" >"$dst" ;;
             *) die "unexpected module file $path" ;;
         esac
