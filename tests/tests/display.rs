@@ -89,7 +89,9 @@ echo "PATTERN-READY fbcon"
 read ack
 "#;
 
-/// The host side, next to the vmm: wait for each marker, take a screendump, say go.
+/// The host side, next to the vmm: wait for each marker, then for the device to go quiet (its
+/// command count unchanged over two polls half a second apart: the guest's flush may still be
+/// arriving under load), take a screendump, say go.
 fn host_script(dir: &Path, names: &[&str], vmm_args: &str) -> String {
     let qmp = repo_root().join("target/debug/qmp");
     let mut script = format!(
@@ -105,6 +107,11 @@ fn host_script(dir: &Path, names: &[&str], vmm_args: &str) -> String {
              n=$((n+1)); [ $n -lt 1500 ] || {{ echo no marker {name}; cat serial.log; exit 1; }}; \
              kill -0 $vmm || {{ wait $vmm; rc=$?; echo vmm died: $rc; cat serial.log; exit $rc; }}; \
              sleep 0.2; done\n\
+             quiet=0; last=; n=0; while [ $quiet -lt 2 ] && [ $n -lt 60 ]; do n=$((n+1)); \
+             now=$({qmp} {dir}/api.sock '{{\"execute\":\"query-qxl\"}}' \
+             | grep -o '\"commands\":[0-9]*' || true); \
+             if [ \"$now\" = \"$last\" ]; then quiet=$((quiet+1)); else quiet=0; fi; \
+             last=$now; sleep 0.5; done\n\
              {qmp} {dir}/api.sock '{{\"execute\":\"screendump\",\"arguments\":{{\"filename\":\"{dir}/{name}.png\"}}}}'\n\
              echo go >&3\n",
             qmp = qmp.display(),
