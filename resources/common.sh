@@ -9,8 +9,21 @@ step() {
     "$@"
 }
 
+# Installs the Debian packages that building needs when they are missing: a C compiler and
+# the C library's development files (the Rust linker driver and the guest test tools use them).
+ensure_build_tools() {
+    local missing=()
+    command -v gcc >/dev/null || missing+=(gcc)
+    [[ -f /usr/lib/x86_64-linux-gnu/libc.a ]] || missing+=(libc6-dev)
+    ((${#missing[@]} == 0)) && return 0
+
+    echo "installing ${missing[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+}
+
 # Makes sure cargo is on PATH, installing Rust with rustup when it is missing.
 ensure_rust() {
+    ensure_build_tools
     if [[ -x "$HOME/.cargo/bin/cargo" ]]; then
         export PATH="$HOME/.cargo/bin:$PATH"
     fi
