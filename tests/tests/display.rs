@@ -105,14 +105,16 @@ fn host_script(dir: &Path, names: &[&str], vmm_args: &str) -> String {
         script.push_str(&format!(
             "n=0; until grep -q 'PATTERN-READY {name}' serial.log; do \
              n=$((n+1)); [ $n -lt 1500 ] || {{ echo no marker {name}; cat serial.log; exit 1; }}; \
-             kill -0 $vmm || {{ wait $vmm; rc=$?; echo vmm died: $rc; cat serial.log; exit $rc; }}; \
+             kill -0 $vmm || {{ wait $vmm; rc=$?; echo vmm died: $rc; cat serial.log; \
+             exit $rc; }}; \
              sleep 0.2; done\n\
              quiet=0; last=; n=0; while [ $quiet -lt 2 ] && [ $n -lt 60 ]; do n=$((n+1)); \
              now=$({qmp} {dir}/api.sock '{{\"execute\":\"query-qxl\"}}' \
              | grep -o '\"commands\":[0-9]*' || true); \
              if [ \"$now\" = \"$last\" ]; then quiet=$((quiet+1)); else quiet=0; fi; \
              last=$now; sleep 0.5; done\n\
-             {qmp} {dir}/api.sock '{{\"execute\":\"screendump\",\"arguments\":{{\"filename\":\"{dir}/{name}.png\"}}}}'\n\
+             {qmp} {dir}/api.sock '{{\"execute\":\"screendump\",\
+             \"arguments\":{{\"filename\":\"{dir}/{name}.png\"}}}}'\n\
              echo go >&3\n",
             qmp = qmp.display(),
             dir = dir.display(),

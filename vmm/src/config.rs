@@ -38,7 +38,10 @@ pub enum ConfigError {
         valid: &'static str,
     },
     /// Memory below what Linux needs.
-    #[error("--memory {0} MiB is too small: Linux needs at least {min} MiB", min = MIN_MEMORY >> 20)]
+    #[error(
+        "--memory {0} MiB is too small: Linux needs at least {min} MiB",
+        min = MIN_MEMORY >> 20
+    )]
     MemoryTooSmall(u64),
     /// Memory not a whole number of pages.
     #[error("--memory must be a multiple of 4 KiB")]

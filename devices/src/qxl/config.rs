@@ -54,7 +54,10 @@ pub enum QxlConfigError {
         surface0: u32,
     },
     /// Slot bits that do not fit a 64-bit address or the slot count.
-    #[error("memory slot layout ({num_memslots} slots, {id_bits} id bits, {gen_bits} generation bits) is invalid")]
+    #[error(
+        "memory slot layout ({num_memslots} slots, {id_bits} id bits, {gen_bits} generation \
+         bits) is invalid"
+    )]
     BadSlotLayout {
         /// Slots.
         num_memslots: u8,

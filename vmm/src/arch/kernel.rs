@@ -48,7 +48,10 @@ pub enum KernelError {
     )]
     UnknownFormat(PathBuf),
     /// A bzImage whose header asks for more bytes than the file has.
-    #[error("kernel {path} is a truncated bzImage: its header describes {expected} bytes, the file has {actual}")]
+    #[error(
+        "kernel {path} is a truncated bzImage: its header describes {expected} bytes, the \
+         file has {actual}"
+    )]
     Truncated {
         /// The kernel file.
         path: PathBuf,
