@@ -158,30 +158,16 @@ pub fn walk_chunks(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
-
-    use vm_memory::mmap::MmapRegion;
 
     use super::*;
     use crate::qxl::memory::Bar;
-    use crate::qxl::memslot::BarWindow;
 
     const BASE: u64 = 0x8000_0000;
     const SIZE: u64 = 4 << 20;
 
     fn setup() -> (GuestBars, MemSlots) {
-        let ram = Arc::new(MmapRegion::new(usize::try_from(SIZE).unwrap()).unwrap());
-        let vram = Arc::new(MmapRegion::new(4096).unwrap());
-        let bars = GuestBars::new(ram, vram);
-        let mut slots = MemSlots::new(8, 1, 8, 8, 0);
-        let w = BarWindow {
-            bar: Bar::Ram,
-            base: BASE,
-            size: SIZE,
-        };
-        slots.add(1, BASE, BASE + SIZE - 4096, &[w]).unwrap();
-        (bars, slots)
+        crate::qxl::testutil::ram_slot(BASE, SIZE, SIZE - 4096)
     }
 
     /// Writes a chunk at BAR offset `off` and returns its QXLPHYSICAL.

@@ -150,23 +150,12 @@ fn decode_mono(data: &[u8], width: u16, height: u16) -> Vec<u32> {
 mod tests {
     use super::*;
     use crate::qxl::memory::{Bar, GuestPtr};
-    use crate::qxl::memslot::BarWindow;
 
     const BASE: u64 = 0x8000_0000;
     const SIZE: u64 = 2 << 20;
 
     fn setup() -> (GuestBars, MemSlots) {
-        let ram =
-            Arc::new(vm_memory::mmap::MmapRegion::new(usize::try_from(SIZE).unwrap()).unwrap());
-        let vram = Arc::new(vm_memory::mmap::MmapRegion::new(4096).unwrap());
-        let mut slots = MemSlots::new(8, 1, 8, 8, 0);
-        let w = BarWindow {
-            bar: Bar::Ram,
-            base: BASE,
-            size: SIZE,
-        };
-        slots.add(1, BASE, BASE + SIZE, &[w]).unwrap();
-        (GuestBars::new(ram, vram), slots)
+        crate::qxl::testutil::ram_slot(BASE, SIZE, SIZE)
     }
 
     /// Writes a QXLCursor with one inline chunk of `data` at offset 0x1000.

@@ -273,13 +273,9 @@ fn decode_each(out: &mut [u32], bytes: &[u8], size: usize, f: impl Fn(&[u8]) -> 
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use vm_memory::mmap::MmapRegion;
 
     use super::*;
     use crate::qxl::memory::Bar;
-    use crate::qxl::memslot::BarWindow;
 
     const BASE: u64 = 0x8000_0000;
     const SIZE: u64 = 1 << 20;
@@ -291,19 +287,8 @@ mod tests {
 
     impl Fixture {
         fn new() -> Self {
-            let ram = Arc::new(MmapRegion::new(usize::try_from(SIZE).unwrap()).unwrap());
-            let vram = Arc::new(MmapRegion::new(4096).unwrap());
-            let mut slots = MemSlots::new(8, 1, 8, 8, 0);
-            let w = BarWindow {
-                bar: Bar::Ram,
-                base: BASE,
-                size: SIZE,
-            };
-            slots.add(1, BASE, BASE + SIZE, &[w]).unwrap();
-            Fixture {
-                bars: GuestBars::new(ram, vram),
-                slots,
-            }
+            let (bars, slots) = crate::qxl::testutil::ram_slot(BASE, SIZE, SIZE);
+            Fixture { bars, slots }
         }
 
         fn write(&self, off: u64, b: &[u8]) -> u64 {

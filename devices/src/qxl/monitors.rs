@@ -119,13 +119,9 @@ pub fn read_monitors_config(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use vm_memory::mmap::MmapRegion;
 
     use super::*;
     use crate::qxl::memory::{Bar, GuestPtr};
-    use crate::qxl::memslot::BarWindow;
     use crate::qxl::regs::SPICE_SURFACE_FMT_32_XRGB;
 
     const BASE: u64 = 0x8000_0000;
@@ -137,16 +133,7 @@ mod tests {
     };
 
     fn setup() -> (GuestBars, MemSlots) {
-        let ram = Arc::new(MmapRegion::new(1 << 16).unwrap());
-        let vram = Arc::new(MmapRegion::new(4096).unwrap());
-        let mut slots = MemSlots::new(8, 1, 8, 8, 0);
-        let w = BarWindow {
-            bar: Bar::Ram,
-            base: BASE,
-            size: 1 << 16,
-        };
-        slots.add(1, BASE, BASE + (1 << 16), &[w]).unwrap();
-        (GuestBars::new(ram, vram), slots)
+        crate::qxl::testutil::ram_slot(BASE, 1 << 16, 1 << 16)
     }
 
     /// Writes a config with `count`/`max_allowed` and heads of 640x480 at x = 640 * i.

@@ -10,6 +10,7 @@ use vm_memory::mmap::MmapRegion;
 use super::engine::{QxlConfig, QxlEngine};
 use super::error::QxlGuestError;
 use super::memory::{Bar, GuestBars, GuestPtr};
+use super::memslot::{BarWindow, MemSlots};
 use super::rect::Rect;
 use super::regs::*;
 
@@ -25,6 +26,21 @@ pub const VRAM_SIZE: u64 = 4 << 20;
 pub const SURFACE0_AREA: u32 = 1 << 20;
 
 /// The test layout.
+/// BARs whose RAM BAR (`ram_size` bytes) sits at guest address `base`, with memory slot 1
+/// over `[base, base + slot_size)`: what the parsers' own tests need.
+pub fn ram_slot(base: u64, ram_size: u64, slot_size: u64) -> (GuestBars, MemSlots) {
+    let ram = Arc::new(MmapRegion::new(usize::try_from(ram_size).unwrap()).unwrap());
+    let vram = Arc::new(MmapRegion::new(4096).unwrap());
+    let mut slots = MemSlots::new(8, 1, 8, 8, 0);
+    let window = BarWindow {
+        bar: Bar::Ram,
+        base,
+        size: ram_size,
+    };
+    slots.add(1, base, base + slot_size, &[window]).unwrap();
+    (GuestBars::new(ram, vram), slots)
+}
+
 pub fn test_config() -> QxlConfig {
     QxlConfig {
         surface0_area_size: SURFACE0_AREA,
