@@ -61,7 +61,8 @@ struct Worker {
     query_evt: EventFd,
     more_commands: bool,
     more_cursor: bool,
-    stopping: Arc<AtomicBool>,
+    /// The request queue's sender is gone: the device was dropped.
+    stopping: bool,
 }
 
 /// Starts the display thread named `name`.
@@ -83,7 +84,7 @@ pub fn spawn(
         query_evt: query_evt.try_clone()?,
         more_commands: false,
         more_cursor: false,
-        stopping: Arc::new(AtomicBool::new(false)),
+        stopping: false,
     };
     let thread = std::thread::Builder::new()
         .name(name.into())
@@ -106,7 +107,7 @@ impl Worker {
         };
 
         let mut events = [EpollEvent::default(); 8];
-        while !self.stopping.load(Ordering::Acquire) {
+        while !self.stopping {
             let timeout = if self.more_commands || self.more_cursor {
                 0
             } else {
@@ -189,7 +190,7 @@ impl Worker {
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    self.stopping.store(true, Ordering::Release);
+                    self.stopping = true;
                     return;
                 }
             }
