@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
@@ -33,6 +34,11 @@ pub trait SharedBusDevice: Send + Sync {
 
     /// Handles a write of `data` at `offset`.
     fn write(&self, base: u64, offset: u64, data: &[u8]);
+
+    /// Told, after `write` returned, how long the vCPU has been out of the guest for it: from
+    /// the return of `KVM_RUN` to now, just before the vCPU re-enters. For devices that report
+    /// their vCPU-side cost; the default ignores it.
+    fn write_done(&self, _offset: u64, _since_exit: Duration) {}
 }
 
 /// Errors when building a bus.
@@ -149,6 +155,12 @@ impl Bus {
 
     /// Writes to the device mapped at `addr`. Returns false when no device covers the access.
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
+        self.write_exit(addr, data, None)
+    }
+
+    /// Writes like [`Bus::write`] for a vCPU that left the guest at `exited`, and tells a
+    /// shared device how long the vCPU has then been out ([`SharedBusDevice::write_done`]).
+    pub fn write_exit(&self, addr: u64, data: &[u8], exited: Option<Instant>) -> bool {
         let Some((base, device)) = self.find(addr, data.len()) else {
             return false;
         };
@@ -158,7 +170,12 @@ impl Bus {
                 let mut device = device.lock().unwrap_or_else(|e| e.into_inner());
                 device.write(base, addr - base, data);
             }
-            BusEntry::Shared(device) => device.write(base, addr - base, data),
+            BusEntry::Shared(device) => {
+                device.write(base, addr - base, data);
+                if let Some(exited) = exited {
+                    device.write_done(addr - base, exited.elapsed());
+                }
+            }
         }
         true
     }

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use devices::bus::Bus;
 use devices::ExitRequest;
@@ -69,7 +70,9 @@ fn run_once(vcpu: &mut VcpuFd, buses: &VcpuBuses) -> Step {
             }
         }
         Ok(VcpuExit::IoOut(port, data)) => {
-            buses.io.write(u64::from(port), data);
+            // Taken first, so that devices can report their exit-to-re-entry time.
+            let exited = Instant::now();
+            buses.io.write_exit(u64::from(port), data, Some(exited));
         }
         Ok(VcpuExit::MmioRead(addr, data)) => {
             if !buses.mmio.read(addr, data) {
