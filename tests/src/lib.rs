@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod stats;
+
 /// The command line tests boot with: quiet, so that the console is not slowed down by
 /// hundreds of kernel messages (each byte is a port exit).
 pub const TEST_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 quiet";
@@ -359,4 +361,21 @@ pub fn run_output(output: &str) -> Vec<String> {
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect()
+}
+
+/// Compiles the static guest program `source` (C, under tests/guest/) into `out` with gcc and
+/// the extra `flags`.
+pub fn compile_guest_tool(source: &Path, out: &Path, flags: &[&str]) -> Result<()> {
+    let status = Command::new("gcc")
+        .args(["-static", "-Wall"])
+        .args(flags)
+        .arg("-o")
+        .arg(out)
+        .arg(source)
+        .status()
+        .context("run gcc (Debian: apt-get install gcc libc6-dev)")?;
+    if !status.success() {
+        bail!("gcc could not compile {}", source.display());
+    }
+    Ok(())
 }

@@ -139,7 +139,8 @@ fn initramfs_with_patterns(dir: &Path, patterns: &[(&str, Frame)]) -> PathBuf {
     let names: Vec<&str> = patterns.iter().map(|(n, _)| *n).collect();
     std::fs::write(tree.join("patterns/list"), names.join("\n")).unwrap();
     std::fs::write(tree.join("patterns/draw.sh"), GUEST_SCRIPT).unwrap();
-    compile_guest_tool("fbwrite", &tree.join("patterns/fbwrite"));
+    let source = repo_root().join("tests/guest/fbwrite.c");
+    compile_guest_tool(&source, &tree.join("patterns/fbwrite"), &["-Os"]).unwrap();
 
     let extra = dir.join("patterns.cpio");
     let status = Command::new("sh")
@@ -160,18 +161,6 @@ fn initramfs_with_patterns(dir: &Path, patterns: &[(&str, Frame)]) -> PathBuf {
     bytes.extend(std::fs::read(&extra).unwrap());
     std::fs::write(&combined, bytes).unwrap();
     combined
-}
-
-/// Builds a static guest tool from tests/guest/NAME.c.
-fn compile_guest_tool(name: &str, out: &Path) {
-    let source = repo_root().join(format!("tests/guest/{name}.c"));
-    let status = Command::new("gcc")
-        .args(["-static", "-Os", "-Wall", "-o"])
-        .arg(out)
-        .arg(&source)
-        .status()
-        .expect("run gcc (apt-get install gcc libc6-dev)");
-    assert!(status.success(), "cannot compile {}", source.display());
 }
 
 fn read_png(path: &Path) -> (usize, usize, Frame) {

@@ -32,6 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use vmm_tests::stats::summary;
 use vmm_tests::{repo_root, TEST_CMDLINE};
 
 /// What the guest's /init prints on the console once it is up.
@@ -375,19 +376,6 @@ fn run_all(setup: &Setup, rounds: usize) -> Vec<Run> {
         }
     }
     runs
-}
-
-/// Min, median and max of `values`, when there are any.
-fn summary(values: &[f64]) -> Option<[f64; 3]> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    let median = match n {
-        0 => return None,
-        _ if n % 2 == 1 => sorted[n / 2],
-        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    };
-    Some([sorted[0], median, sorted[n - 1]])
 }
 
 type Figure = fn(&Sample) -> f64;

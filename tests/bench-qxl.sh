@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Benchmarks the vCPU side of QXL port writes directly on this machine's /dev/kvm, with the
+# project's own small guest (tests/guest/qxlbench.c) and a bare KVM baseline measured in the
+# same run (tests/src/bin/bench-qxl.rs says what exactly is measured and how).
+#
+# Usage: tests/bench-qxl.sh [RUNS]   (default 5)
+#
+# The guest needs no Linux, so this runs on any /dev/kvm, PVM included. It prints figures and
+# whether each target is met; it exits non-zero only when a run fails.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=resources/common.sh
+. resources/common.sh
+
+runs="${1:-5}"
+if [[ $# -gt 1 || ! $runs =~ ^[1-9][0-9]*$ ]]; then
+    echo "usage: tests/bench-qxl.sh [RUNS]" >&2
+    exit 2
+fi
+
+ensure_rust
+step "vmm (release)" cargo build --release --locked -p vmm
+step "benchmark" cargo build --locked -p vmm-tests --bins
+export VMM_BIN="$PWD/target/release/vmm"
+target/debug/bench-qxl "$runs"
