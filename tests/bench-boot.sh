@@ -30,8 +30,9 @@ if kvm_boots_linux; then
         || { echo "qemu-system-x86_64 is missing (Debian: qemu-system-x86)" >&2; exit 1; }
     step "benchmark, directly on /dev/kvm" target/debug/bench-boot "$runs"
 else
-    # The benchmark kills each run by 180 s; two runs a round, plus the test host's own start.
-    export TEST_HOST_TIMEOUT="${TEST_HOST_TIMEOUT:-$((runs * 2 * 180 + 300))}"
+    # Each run: a boot killed by 180 s, then two timing phases of at most 120 s each; two runs
+    # a round, plus the test host's own start.
+    export TEST_HOST_TIMEOUT="${TEST_HOST_TIMEOUT:-$((runs * 2 * 420 + 300))}"
     step "benchmark, in the nested-KVM test host (/dev/kvm here cannot boot Linux)" \
         resources/test-host.sh target/debug/bench-boot "$runs" </dev/null
 fi

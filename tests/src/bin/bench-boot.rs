@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Benchmarks the vmm against QEMU with KVM on the same guest: boot time and resident memory.
+//! Benchmarks the vmm against QEMU with KVM on the same guest: boot time, resident memory, and
+//! the latency of the control socket while the guest draws on its QXL display.
 //!
 //! Usage: `bench-boot [RUNS]` (runs of each VMM, default 5). `tests/bench-boot.sh` builds what
 //! this needs and runs it inside the nested-KVM test host when this machine's /dev/kvm cannot
@@ -16,13 +17,20 @@
 //!   anonymous guest RAM mapping (exactly 512 MiB for the vmm; 512 MiB to 512 MiB + 4 MiB for
 //!   QEMU, whose RAM block may carry alignment).
 //!
+//! Then `query-status` is timed on the control socket (the vmm's `--api-socket`, QEMU's QMP), at
+//! least 1000 requests with the guest idle at its shell, and again while the guest writes text
+//! to its fbcon console without pause, so that the stock qxl driver keeps both QXL devices
+//! busy (QEMU runs `-vga qxl` with SPICE on a Unix socket and no client). For the vmm,
+//! `query-qxl` then gives each QXL port's vCPU-side time, exit to re-entry.
+//!
 //! The process group is then killed with SIGKILL. A run that has not printed the marker within
 //! its deadline is killed and counted as failed, as is one that exits early; each failure is
 //! printed with its reason and the end of the output. The result is a table of min / median /
 //! max per figure, the qemu/vmm ratios of the medians and the project's targets (boot at least
-//! twice as fast as QEMU, the vmm's own memory under 5 MiB). Exits with 1 when a run failed.
+//! twice as fast as QEMU, the vmm's own memory under 5 MiB, `query-status` p99 under load within
+//! 2x of idle and below QEMU's). Exits with 1 when a run failed.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,7 +40,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use vmm_tests::stats::summary;
+use vmm_tests::qmp::Qmp;
+use vmm_tests::stats::{percentile, summary};
 use vmm_tests::{repo_root, TEST_CMDLINE};
 
 /// What the guest's /init prints on the console once it is up.
@@ -51,6 +60,16 @@ const QEMU: &str = "qemu-system-x86_64";
 const BOOT_SPEEDUP_TARGET: f64 = 2.0;
 const OWN_MEMORY_TARGET_MIB: f64 = 5.0;
 const MIB: f64 = 1024.0;
+/// `query-status` requests timed in each phase.
+const API_REQUESTS: usize = 1000;
+/// What the guest runs on its serial shell to draw: fbcon text, as fast as it goes.
+const DRAW_WORKLOAD: &[u8] = b"while :; do cat /proc/interrupts; done >/dev/tty0 2>&1 &\n";
+/// The longest one phase of `query-status` timing may take.
+const API_PHASE_LIMIT: Duration = Duration::from_secs(120);
+/// Time for the workload to get going before the timing starts.
+const WORKLOAD_WARMUP: Duration = Duration::from_secs(2);
+/// Targets for `query-status` p99: under load against idle, and under load against QEMU's.
+const API_LOAD_TARGET: f64 = 2.0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Monitor {
@@ -106,15 +125,17 @@ impl Setup {
         Ok(setup)
     }
 
-    fn command(&self, monitor: Monitor) -> Command {
+    /// The command line of `monitor`, its control socket at `socket`.
+    fn command(&self, monitor: Monitor, socket: &Path) -> Command {
         match monitor {
-            Monitor::Vmm => self.vmm_command(),
-            Monitor::Qemu => self.qemu_command(),
+            Monitor::Vmm => self.vmm_command(socket),
+            Monitor::Qemu => self.qemu_command(socket),
         }
     }
 
-    fn vmm_command(&self) -> Command {
+    fn vmm_command(&self, socket: &Path) -> Command {
         let mut cmd = Command::new(&self.vmm);
+        cmd.arg("--api-socket").arg(socket);
         cmd.arg("--kernel").arg(&self.kernel);
         cmd.arg("--initramfs").arg(&self.initramfs);
         cmd.args(["--memory", &format!("{GUEST_MIB}M"), "--cpus", "1"]);
@@ -122,8 +143,17 @@ impl Setup {
         cmd
     }
 
-    fn qemu_command(&self) -> Command {
+    fn qemu_command(&self, socket: &Path) -> Command {
         let mut cmd = Command::new(QEMU);
+        cmd.arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", socket.display()));
+        // The same display device as the vmm's; its SPICE server needs somewhere to listen.
+        let spice = socket.with_extension("spice");
+        cmd.args(["-vga", "qxl", "-spice"]);
+        cmd.arg(format!(
+            "unix=on,addr={},disable-ticketing=on",
+            spice.display()
+        ));
         cmd.args(["-accel", "kvm", "-cpu", "host", "-smp", "1"]);
         cmd.args(["-m", &GUEST_MIB.to_string()]);
         // No default devices, hence no monitor: stdio carries the serial port only.
@@ -139,6 +169,8 @@ impl Setup {
 /// A VMM process under measurement; its process group is killed when it is dropped.
 struct Guest {
     child: Child,
+    /// The guest's serial console input.
+    console: Option<std::process::ChildStdin>,
     started: Instant,
     /// When the marker arrived on stdout; disconnected when stdout closes without it.
     ready: Receiver<Instant>,
@@ -167,8 +199,10 @@ impl Guest {
         if let Some(stderr) = child.stderr.take() {
             readers.push(read_output(stderr, output.clone(), None));
         }
+        let console = child.stdin.take();
         Ok(Guest {
             child,
+            console,
             started,
             ready,
             output,
@@ -325,25 +359,97 @@ struct Sample {
     boot_s: f64,
     own_mib: f64,
     total_mib: f64,
+    api: ApiFigures,
     /// Resident guest RAM, and in how many mappings it was found.
     guest_ram_mib: f64,
     guest_ram_mappings: usize,
 }
 
 fn measure(setup: &Setup, monitor: Monitor) -> Result<Sample> {
-    let mut guest = Guest::spawn(setup.command(monitor))?;
+    let dir = std::env::temp_dir().join(format!("bench-boot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let socket = dir.join(format!("{}.sock", monitor.name()));
+    let _ = std::fs::remove_file(&socket);
+
+    let mut guest = Guest::spawn(setup.command(monitor, &socket))?;
     let boot = guest.boot_time()?;
     guest.settle()?;
     let memory = read_memory(guest.child.id(), monitor)?;
+    let api = measure_api(&mut guest, monitor, &socket).context("the control socket")?;
     drop(guest);
     let own_kib = memory.total_kib.saturating_sub(memory.guest_ram_kib);
     Ok(Sample {
         boot_s: boot.as_secs_f64(),
         own_mib: own_kib as f64 / MIB,
         total_mib: memory.total_kib as f64 / MIB,
+        api,
         guest_ram_mib: memory.guest_ram_kib as f64 / MIB,
         guest_ram_mappings: memory.guest_ram_mappings,
     })
+}
+
+/// `query-status` round trips (p50, p99, in ms) idle and while the guest draws, and for the vmm
+/// the QXL ports' exit-to-re-entry figures (name, p50, p99, in us) from `query-qxl`.
+struct ApiFigures {
+    idle: (f64, f64),
+    load: (f64, f64),
+    ports: Vec<(String, f64, f64)>,
+}
+
+fn measure_api(guest: &mut Guest, monitor: Monitor, socket: &Path) -> Result<ApiFigures> {
+    let mut qmp = Qmp::connect(socket, Duration::from_secs(10), Duration::from_secs(10))?;
+    let idle = time_status(&mut qmp)?;
+
+    let console = guest.console.as_mut().context("no console input")?;
+    console.write_all(DRAW_WORKLOAD)?;
+    console.flush()?;
+    std::thread::sleep(WORKLOAD_WARMUP);
+    let load = time_status(&mut qmp)?;
+    if let Some(status) = guest.child.try_wait()? {
+        bail!(
+            "exited ({status}) under load; output ends with:\n{}",
+            guest.output_tail()
+        );
+    }
+
+    let ports = match monitor {
+        Monitor::Vmm => qxl_ports(&qmp.call(r#"{"execute":"query-qxl"}"#)?),
+        Monitor::Qemu => Vec::new(),
+    };
+    Ok(ApiFigures { idle, load, ports })
+}
+
+/// Times `API_REQUESTS` requests of `query-status`: (p50, p99) in ms. Fails when they take
+/// longer than `API_PHASE_LIMIT` in all.
+fn time_status(qmp: &mut Qmp) -> Result<(f64, f64)> {
+    let start = Instant::now();
+    let mut ns = Vec::with_capacity(API_REQUESTS);
+    while ns.len() < API_REQUESTS {
+        ns.push(qmp.time_query_status()?);
+        if start.elapsed() > API_PHASE_LIMIT {
+            bail!(
+                "only {} query-status replies in {API_PHASE_LIMIT:?}",
+                ns.len()
+            );
+        }
+    }
+    let ms = |pct| percentile(&ns, pct) as f64 / 1e6;
+    Ok((ms(50), ms(99)))
+}
+
+fn qxl_ports(reply: &serde_json::Value) -> Vec<(String, f64, f64)> {
+    let ports = reply.get("ports").and_then(|p| p.as_array());
+    let us = |port: &serde_json::Value, key| {
+        port.get(key).and_then(|v| v.as_u64()).unwrap_or(0) as f64 / 1e3
+    };
+    ports
+        .into_iter()
+        .flatten()
+        .map(|port| {
+            let name = port.get("name").and_then(|n| n.as_str()).unwrap_or("?");
+            (name.to_string(), us(port, "p50-ns"), us(port, "p99-ns"))
+        })
+        .collect()
 }
 
 struct Run {
@@ -380,10 +486,14 @@ fn run_all(setup: &Setup, rounds: usize) -> Vec<Run> {
 
 type Figure = fn(&Sample) -> f64;
 
-const FIGURES: [(&str, Figure); 3] = [
+const FIGURES: [(&str, Figure); 7] = [
     ("boot time (s)", |s| s.boot_s),
     ("VMM RSS (MiB)", |s| s.own_mib),
     ("total RSS (MiB)", |s| s.total_mib),
+    ("status idle p50 ms", |s| s.api.idle.0),
+    ("status idle p99 ms", |s| s.api.idle.1),
+    ("status load p50 ms", |s| s.api.load.0),
+    ("status load p99 ms", |s| s.api.load.1),
 ];
 
 /// The summary of one figure over one monitor's successful runs.
@@ -399,7 +509,7 @@ fn figure(runs: &[Run], monitor: Monitor, figure: Figure) -> Option<[f64; 3]> {
 fn print_table(runs: &[Run], rounds: usize) {
     println!();
     println!(
-        "{:<22}{:>7}{:>10}{:>10}{:>10}",
+        "{:<25}{:>7}{:>10}{:>10}{:>10}",
         "", "ok", "min", "median", "max"
     );
     for monitor in [Monitor::Vmm, Monitor::Qemu] {
@@ -409,7 +519,7 @@ fn print_table(runs: &[Run], rounds: usize) {
             .count();
         for (label, get) in FIGURES {
             let row = format!(
-                "{:<5} {label:<16}{:>7}",
+                "{:<5} {label:<19}{:>7}",
                 monitor.name(),
                 format!("{ok}/{rounds}")
             );
@@ -449,6 +559,55 @@ fn print_verdict(runs: &[Run]) {
         verdict(own.map(|m| m < OWN_MEMORY_TARGET_MIB)),
         own.map_or("-".to_string(), |m| format!("{m:.2} MiB"))
     );
+
+    let load = median(Monitor::Vmm, FIGURES[6].1);
+    let idle = median(Monitor::Vmm, FIGURES[4].1);
+    let qemu_load = median(Monitor::Qemu, FIGURES[6].1);
+    let load_ratio = load.zip(idle).map(|(l, i)| l / i);
+    println!(
+        "target: vmm query-status p99 drawing within {API_LOAD_TARGET}x of idle (medians): {} ({})",
+        verdict(load_ratio.map(|r| r <= API_LOAD_TARGET)),
+        show(load_ratio)
+    );
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} ms"));
+    println!(
+        "target: vmm query-status p99 drawing below QEMU's (medians): {} ({} against {})",
+        verdict(load.zip(qemu_load).map(|(v, q)| v < q)),
+        ms(load),
+        ms(qemu_load)
+    );
+}
+
+/// The vmm's QXL ports under the drawing load: median over runs of p50 and p99, exit to
+/// re-entry, as `query-qxl` reports them (upper bounds of log2 buckets).
+fn print_ports(runs: &[Run]) {
+    let samples: Vec<&Sample> = runs
+        .iter()
+        .filter(|r| r.monitor == Monitor::Vmm)
+        .filter_map(|r| r.result.as_ref().ok())
+        .collect();
+    let mut names: Vec<&str> = samples
+        .iter()
+        .flat_map(|s| s.api.ports.iter().map(|p| p.0.as_str()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        return;
+    }
+    println!("\nvmm QXL ports, vCPU exit to re-entry (us, median over runs; log2 bucket bounds):");
+    for name in names {
+        let pick = |f: fn(&(String, f64, f64)) -> f64| -> Vec<f64> {
+            let of_run = |s: &&Sample| s.api.ports.iter().find(|p| p.0 == name).map(f);
+            samples.iter().filter_map(of_run).collect()
+        };
+        let mid = |v: Vec<f64>| summary(&v).map_or(0.0, |[_, m, _]| m);
+        println!(
+            "  {name:<24} p50 {:>8.1}  p99 {:>8.1}",
+            mid(pick(|p| p.1)),
+            mid(pick(|p| p.2))
+        );
+    }
 }
 
 /// Where this runs: the test host, or directly on a /dev/kvm that can boot Linux.
@@ -509,7 +668,8 @@ fn print_header(rounds: usize, place: &str, setup: &Setup) {
     );
     println!(
         "boot time: spawn to VMM-GUEST-READY on the serial console; RSS: {} s after it \
-         (VMM RSS = total minus guest RAM); deadline {} s a run",
+         (VMM RSS = total minus guest RAM); deadline {} s a boot; then {API_REQUESTS} \
+         query-status idle and {API_REQUESTS} while the guest writes text to /dev/tty0",
         SETTLE.as_secs(),
         DEADLINE.as_secs()
     );
@@ -542,6 +702,7 @@ fn main() {
     print_header(rounds, place, &setup);
     let runs = run_all(&setup, rounds);
     print_table(&runs, rounds);
+    print_ports(&runs);
     print_verdict(&runs);
     if report_failures(&runs) {
         std::process::exit(1);

@@ -26,7 +26,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -40,6 +39,7 @@ use serde_json::Value;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm::arch::{cpuid, regs};
 use vmm_sys_util::eventfd::EventFd;
+use vmm_tests::qmp::Qmp;
 use vmm_tests::stats::{percentile, summary};
 use vmm_tests::{compile_guest_tool, repo_root};
 
@@ -311,67 +311,19 @@ impl Drop for VmmProcess {
     }
 }
 
-/// A connection to the control socket.
-struct Api {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
-
-impl Api {
-    fn connect(socket: &Path) -> Result<Self> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let stream = loop {
-            match UnixStream::connect(socket) {
-                Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => return Err(e).context("connect to the control socket"),
-            }
-        };
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut api = Api {
-            reader: BufReader::new(stream.try_clone()?),
-            writer: stream,
-        };
-        let mut greeting = String::new();
-        api.reader.read_line(&mut greeting)?;
-        api.call(r#"{"execute":"qmp_capabilities"}"#)?;
-        Ok(api)
-    }
-
-    fn call(&mut self, request: &str) -> Result<Value> {
-        writeln!(self.writer, "{request}")?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line).context("read a reply")?;
-        let reply: Value = serde_json::from_str(&line).context("parse a reply")?;
-        reply
-            .get("return")
-            .cloned()
-            .with_context(|| format!("error reply: {line}"))
-    }
-
-    /// Times one `query-status`, in nanoseconds.
-    fn time_status(&mut self) -> Result<u64> {
-        let start = Instant::now();
-        self.call(r#"{"execute":"query-status"}"#)?;
-        Ok(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX))
-    }
-}
-
 fn run_vmm(vmm: &Path, guest: &Path, mhz: f64, run: &mut Run) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("bench-qxl-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let socket = dir.join("api.sock");
     let _ = std::fs::remove_file(&socket);
     let mut process = VmmProcess::spawn(vmm, guest, &socket)?;
-    let mut api = Api::connect(&socket)?;
+    let mut api = Qmp::connect(&socket, Duration::from_secs(10), Duration::from_secs(10))?;
 
     process.expect("QB-LOAD-START")?;
     let mut load = Vec::with_capacity(API_REQUESTS);
     let began = Instant::now();
     while load.len() < API_REQUESTS || began.elapsed() < LOAD_MIN {
-        load.push(api.time_status()?);
+        load.push(api.time_query_status()?);
     }
     process.stdin.write_all(b"x")?;
     let end = process.expect("QB-LOAD-END")?;
@@ -383,7 +335,7 @@ fn run_vmm(vmm: &Path, guest: &Path, mhz: f64, run: &mut Run) -> Result<()> {
     process.expect("QB-DONE")?;
 
     let idle = (0..API_REQUESTS)
-        .map(|_| api.time_status())
+        .map(|_| api.time_query_status())
         .collect::<Result<Vec<_>>>()?;
     let qxl = api.call(r#"{"execute":"query-qxl"}"#)?;
     let _ = api.call(r#"{"execute":"quit"}"#);
