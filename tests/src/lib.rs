@@ -120,6 +120,20 @@ pub fn require_boot_place(test: &str) -> Option<Place> {
     }
 }
 
+/// Whether a test whose guest needs no Linux (any /dev/kvm runs it) can run here: false, with
+/// a line saying why, when /dev/kvm cannot be opened; that fails the test in CI.
+pub fn require_kvm(test: &str) -> bool {
+    let why = match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        Ok(_) => return true,
+        Err(e) => format!("cannot open /dev/kvm: {e}"),
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {why}");
+    }
+    eprintln!("{test}: skipped: {why}");
+    false
+}
+
 /// Builds the command that runs `program args` in `place` with a deadline of `timeout`.
 pub fn command_in(place: Place, program: &Path, args: &[String], timeout: Duration) -> Command {
     let mut cmd = match place {
@@ -379,4 +393,31 @@ pub fn compile_guest_tool(source: &Path, out: &Path, flags: &[&str]) -> Result<(
         bail!("gcc could not compile {}", source.display());
     }
     Ok(())
+}
+
+/// Builds the project's small QXL guest (tests/guest/qxlbench.c, see its header) and returns
+/// the ELF's path under target/qxlbench/. Safe to call from several test processes at once.
+pub fn qxlbench_guest() -> Result<PathBuf> {
+    let dir = repo_root().join("target/qxlbench");
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("qxlbench.elf");
+    let partial = dir.join(format!("qxlbench.elf.{}", std::process::id()));
+    let flags = [
+        "-nostdlib",
+        "-ffreestanding",
+        "-fno-pie",
+        "-no-pie",
+        "-O2",
+        "-mgeneral-regs-only",
+        "-mno-red-zone",
+        "-fno-stack-protector",
+        "-Wl,-Ttext-segment=0x200000",
+        "-Wl,--build-id=none",
+        "-e",
+        "_start",
+    ];
+    let source = repo_root().join("tests/guest/qxlbench.c");
+    compile_guest_tool(&source, &partial, &flags)?;
+    std::fs::rename(&partial, &out)?;
+    Ok(out)
 }

@@ -37,6 +37,8 @@ pub struct ApiContext {
     pub exit: Arc<VmExit>,
     /// The display device, if any.
     pub display: Option<Arc<crate::display::DisplayHandle>>,
+    /// The VM's run state, for `stop`, `cont` and `query-status`.
+    pub pause: Arc<crate::pause::Pause>,
 }
 
 struct Client {
@@ -201,7 +203,15 @@ fn execute(
 
     match command {
         "qmp_capabilities" => Some(json!({"return": {}})),
-        "query-status" => Some(json!({"return": {"status": "running", "running": true}})),
+        "query-status" => Some(query_status(context)),
+        "stop" => {
+            context.pause.stop();
+            Some(json!({"return": {}}))
+        }
+        "cont" => {
+            context.pause.resume();
+            Some(json!({"return": {}}))
+        }
         "query-qxl" => Some(query_qxl(context)),
         "quit" => {
             context.exit.stop(VmStop::UserQuit);
@@ -212,6 +222,16 @@ fn execute(
             "CommandNotFound",
             &format!("The command {other} has not been found"),
         )),
+    }
+}
+
+/// QMP's status names: "paused" from the moment `stop` is asked, as QEMU reports it once it
+/// returns (here vCPUs park at their next exit, within microseconds of the kick).
+fn query_status(context: &ApiContext) -> Value {
+    if context.pause.is_requested() {
+        json!({"return": {"status": "paused", "running": false}})
+    } else {
+        json!({"return": {"status": "running", "running": true}})
     }
 }
 
@@ -326,6 +346,7 @@ mod tests {
         Arc::new(ApiContext {
             exit: Arc::new(VmExit::new().unwrap()),
             display: None,
+            pause: Arc::new(crate::pause::Pause::new(None)),
         })
     }
 
@@ -358,6 +379,27 @@ mod tests {
         );
         let no_display = run(r#"{"execute": "screendump", "arguments": {"filename": "/x"}}"#);
         assert_eq!(no_display["error"]["class"], "DeviceNotFound");
+    }
+
+    #[test]
+    fn stop_and_cont_change_the_status() {
+        let ctx = context();
+        let (a, _b) = UnixStream::pair().unwrap();
+        let stream = Arc::new(Mutex::new(a));
+        let call = |line: &str| execute(&ctx, line.as_bytes(), &stream).unwrap();
+
+        assert_eq!(call(r#"{"execute": "stop"}"#), json!({"return": {}}));
+        let status = call(r#"{"execute": "query-status"}"#);
+        assert_eq!(
+            status["return"],
+            json!({"status": "paused", "running": false})
+        );
+        assert_eq!(call(r#"{"execute": "cont"}"#), json!({"return": {}}));
+        let status = call(r#"{"execute": "query-status"}"#);
+        assert_eq!(
+            status["return"],
+            json!({"status": "running", "running": true})
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@ use crate::config::{DisplayConfig, SerialConfig, VmConfig};
 use crate::display;
 use crate::exit::{VmExit, VmStop};
 use crate::irq::IrqRouting;
+use crate::pause::Pause;
 use crate::serial_io::{spawn_output_writer, ExitWatcher, SerialInput};
 use crate::terminal::RawTerminal;
 use crate::vcpu::{self, VcpuBuses};
@@ -433,10 +434,13 @@ fn run_vm(
         manager.add_subscriber(Box::new(input));
     }
 
+    let display_shared = devices.display.as_ref().map(|d| d.shared.clone());
+    let pause = Arc::new(Pause::new(display_shared));
     if let Some(path) = &config.api_socket {
         let context = ApiContext {
             exit: exit.clone(),
             display: devices.display.clone(),
+            pause: pause.clone(),
         };
         let server =
             ApiServer::bind(path, context).map_err(|e| VmmError::ApiSocket(path.clone(), e))?;
@@ -451,8 +455,9 @@ fn run_vm(
     };
 
     for (id, vcpu) in (0u8..).zip(vcpus) {
-        vcpu::spawn(id, vcpu, devices.buses.clone(), exit.clone())
+        let thread = vcpu::spawn(id, vcpu, devices.buses.clone(), exit.clone(), pause.clone())
             .map_err(|e| VmmError::Host("a vCPU thread", e))?;
+        pause.add_vcpu_thread(thread);
     }
 
     while !fired.load(Ordering::SeqCst) {

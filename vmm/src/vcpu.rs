@@ -14,6 +14,7 @@ use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EV
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::exit::{VmExit, VmStop};
+use crate::pause::{self, Pause};
 
 /// `kvm_run.internal.suberror` for an instruction KVM could not emulate.
 const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
@@ -34,17 +35,20 @@ enum Step {
     InternalError,
 }
 
-/// Starts vCPU `id` on a thread named `vcpu{id}`.
+/// Starts vCPU `id` on a thread named `vcpu{id}`; it parks whenever `pause` asks.
 pub fn spawn(
     id: u8,
     mut vcpu: VcpuFd,
     buses: VcpuBuses,
     exit: Arc<VmExit>,
+    pause: Arc<Pause>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("vcpu{id}"))
         .spawn(move || {
-            let stop = run_loop(id, &mut vcpu, &buses);
+            pause::register_vcpu_thread(vcpu.get_kvm_run());
+            let stop = run_loop(id, &mut vcpu, &buses, &pause);
+            pause::register_vcpu_thread(std::ptr::null_mut());
             if let VmStop::VcpuFailed(why) = &stop {
                 log::error!("{why}");
             }
@@ -52,8 +56,11 @@ pub fn spawn(
         })
 }
 
-fn run_loop(id: u8, vcpu: &mut VcpuFd, buses: &VcpuBuses) -> VmStop {
+fn run_loop(id: u8, vcpu: &mut VcpuFd, buses: &VcpuBuses, pause: &Pause) -> VmStop {
     loop {
+        if pause.is_requested() {
+            pause.park();
+        }
         match run_once(vcpu, buses) {
             Step::Continue => {}
             Step::Stop(stop) => return stop,
@@ -102,7 +109,8 @@ fn run_once(vcpu: &mut VcpuFd, buses: &VcpuBuses) -> Step {
             let why = format!("unexpected KVM exit {other:?}");
             return Step::Stop(VmStop::VcpuFailed(why));
         }
-        Err(e) if matches!(e.errno(), libc::EINTR | libc::EAGAIN) => {}
+        // A kick (see `pause`): the loop looks at the pause flag before going back in.
+        Err(e) if matches!(e.errno(), libc::EINTR | libc::EAGAIN) => vcpu.set_kvm_immediate_exit(0),
         Err(e) => return Step::Stop(VmStop::VcpuFailed(format!("KVM_RUN failed: {e}"))),
     }
     Step::Continue

@@ -246,6 +246,8 @@ pub struct QxlShared {
     pub queued: AtomicUsize,
     /// The engine's counters, copied by the display thread after each round of work.
     pub engine_stats: Mutex<QxlEngineStats>,
+    /// The VM is paused: the display thread leaves guest memory alone (see [`Self::pause`]).
+    paused: AtomicBool,
     ram: Arc<MmapRegion<()>>,
     ram_header: usize,
     irq: Arc<PciInterrupt>,
@@ -279,6 +281,7 @@ impl QxlShared {
             bar_addresses: [AtomicU64::new(0), AtomicU64::new(0)],
             queued: AtomicUsize::new(0),
             engine_stats: Mutex::new(QxlEngineStats::default()),
+            paused: AtomicBool::new(false),
             ram,
             ram_header: usize::try_from(header).expect("64-bit host"),
             irq,
@@ -286,7 +289,7 @@ impl QxlShared {
         Ok((Arc::new(shared), receiver))
     }
 
-    fn header_word(&self, offset: u64) -> &AtomicU32 {
+    pub(crate) fn header_word(&self, offset: u64) -> &AtomicU32 {
         let offset = self.ram_header + usize::try_from(offset).expect("header offsets are small");
         self.ram
             .get_atomic_ref::<AtomicU32>(offset)
@@ -334,6 +337,26 @@ impl QxlShared {
             *s.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
             s.cv.notify_one();
         }
+    }
+
+    /// Pauses the device with the VM: the display thread stops taking commands from the rings
+    /// and holds queued requests (their completions, interrupts included, come after
+    /// [`Self::resume`]), except that it still serves a synchronous request, whose vCPU cannot
+    /// park before it completes, and everything queued before it. Queries such as screenshots
+    /// are still answered, from the last frame.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Undoes [`Self::pause`] and lets the display thread catch up.
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Whether the device is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
     }
 
     fn wake(&self) {
@@ -653,75 +676,13 @@ impl PciDevice for QxlPci {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc::Receiver;
-
     use super::*;
-    use crate::bus::Bus;
-    use crate::pci::{MsiMessage, MsiRouter};
+    use crate::pci::MsiMessage;
+    use crate::qxl::testutil::PortFixture;
     use std::time::Instant;
 
-    struct NoRoute;
-
-    impl MsiRouter for NoRoute {
-        fn set_msi_route(&self, _address: u64, _data: u32) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    struct Fixture {
-        /// An I/O bus with the device's ports at 0x1000, written the way a vCPU does.
-        io: Bus,
-        shared: Arc<QxlShared>,
-        requests: Receiver<QxlRequest>,
-        intx: EventFd,
-        irq: Arc<PciInterrupt>,
-    }
-
-    const RAM: usize = 1 << 20;
-
-    fn fixture() -> Fixture {
-        let ram = Arc::new(MmapRegion::new(RAM).unwrap());
-        let intx = EventFd::new(EFD_NONBLOCK).unwrap();
-        let msi = EventFd::new(EFD_NONBLOCK).unwrap();
-        let irq = Arc::new(PciInterrupt::new(
-            msi,
-            intx.try_clone().unwrap(),
-            Box::new(NoRoute),
-        ));
-        let (shared, requests) = QxlShared::new(ram, irq.clone()).unwrap();
-        let io = Bus::new();
-        io.insert_shared(
-            Arc::new(QxlIo::new(shared.clone())),
-            0x1000,
-            QXL_IO_BAR_SIZE,
-        )
-        .unwrap();
-        Fixture {
-            io,
-            shared,
-            requests,
-            intx,
-            irq,
-        }
-    }
-
-    impl Fixture {
-        fn write(&self, port: u64, value: u8) {
-            let exited = Instant::now();
-            assert!(self.io.write_exit(0x1000 + port, &[value], Some(exited)));
-        }
-
-        fn header(&self, offset: u64) -> &AtomicU32 {
-            self.shared.header_word(offset)
-        }
-
-        fn set_mask(&self, mask: u32) {
-            self.header(RAM_INT_MASK).store(mask, Ordering::SeqCst);
-        }
-
-        fn pending(&self) -> u32 {
-            self.header(RAM_INT_PENDING).load(Ordering::SeqCst)
-        }
+    fn fixture() -> PortFixture {
+        PortFixture::new(Arc::new(MmapRegion::new(1 << 20).unwrap()))
     }
 
     #[test]

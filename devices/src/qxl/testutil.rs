@@ -3,9 +3,15 @@
 //! lists in the BARs the way the Linux 6.1 driver does and reads the results back.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
+use std::time::Instant;
 
 use vm_memory::mmap::MmapRegion;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::device::{QxlIo, QxlRequest, QxlShared};
 
 use super::engine::{QxlConfig, QxlEngine};
 use super::error::QxlGuestError;
@@ -13,6 +19,8 @@ use super::memory::{Bar, GuestBars, GuestPtr};
 use super::memslot::{BarWindow, MemSlots};
 use super::rect::Rect;
 use super::regs::*;
+use crate::bus::Bus;
+use crate::pci::{MsiRouter, PciInterrupt};
 
 /// Guest-physical address of BAR0.
 pub const BAR0: u64 = 0xc000_0000;
@@ -455,5 +463,74 @@ impl FakeGuest {
     pub fn push_small_draw(&mut self, x: i32, color: u32) -> u64 {
         let bbox = Rect::new(x, 0, x + 2, 2);
         self.linux_draw_copy(bbox, &[bbox], &[color; 4], 8)
+    }
+}
+
+/// Routes no MSI anywhere: for tests that only look at the interrupt state.
+struct NoRoute;
+
+impl MsiRouter for NoRoute {
+    fn set_msi_route(&self, _address: u64, _data: u32) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The device's vCPU side over `ram`: its ports on an I/O bus at 0x1000, written the way a
+/// vCPU does, the request queue's receiving end and the INTx line.
+pub struct PortFixture {
+    /// The I/O bus with the ports.
+    pub io: Bus,
+    /// The state shared with the display thread.
+    pub shared: Arc<QxlShared>,
+    /// Requests the ports queued.
+    pub requests: Receiver<QxlRequest>,
+    /// The INTx line's event.
+    pub intx: EventFd,
+    /// The interrupt, INTx or MSI.
+    pub irq: Arc<PciInterrupt>,
+}
+
+impl PortFixture {
+    /// Sets the ports up over `ram`, the RAM BAR.
+    pub fn new(ram: Arc<MmapRegion<()>>) -> Self {
+        let intx = EventFd::new(EFD_NONBLOCK).unwrap();
+        let msi = EventFd::new(EFD_NONBLOCK).unwrap();
+        let irq = Arc::new(PciInterrupt::new(
+            msi,
+            intx.try_clone().unwrap(),
+            Box::new(NoRoute),
+        ));
+        let (shared, requests) = QxlShared::new(ram, irq.clone()).unwrap();
+        let io = Bus::new();
+        let ports = Arc::new(QxlIo::new(shared.clone()));
+        io.insert_shared(ports, 0x1000, QXL_IO_BAR_SIZE).unwrap();
+        PortFixture {
+            io,
+            shared,
+            requests,
+            intx,
+            irq,
+        }
+    }
+
+    /// Writes `value` to port `port` as a vCPU exit would.
+    pub fn write(&self, port: u64, value: u8) {
+        let exited = Instant::now();
+        assert!(self.io.write_exit(0x1000 + port, &[value], Some(exited)));
+    }
+
+    /// A word of the RAM header.
+    pub fn header(&self, offset: u64) -> &AtomicU32 {
+        self.shared.header_word(offset)
+    }
+
+    /// Sets the interrupt mask.
+    pub fn set_mask(&self, mask: u32) {
+        self.header(RAM_INT_MASK).store(mask, Ordering::SeqCst);
+    }
+
+    /// The pending interrupt bits.
+    pub fn pending(&self) -> u32 {
+        self.header(RAM_INT_PENDING).load(Ordering::SeqCst)
     }
 }

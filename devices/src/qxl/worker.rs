@@ -2,11 +2,13 @@
 //! The display thread of a QXL device: it owns the [`QxlEngine`] and does all the work that
 //! port writes ask for, so that vCPUs never do it.
 //!
-//! It sleeps in epoll on two events: the device's wake event (requests and notify ports) and
-//! the INTx resample event (the guest acknowledged the level interrupt). Commands are taken
-//! from the rings in bounded batches, so a request or a resample never waits behind a long
-//! stream of drawing.
+//! It sleeps in epoll on the device's wake event (requests, notify ports, resume), the notify
+//! ports' ioeventfds, the INTx resample event (the guest acknowledged the level interrupt) and
+//! the query event (screenshots). While the VM is paused it answers queries and leaves guest
+//! memory alone. Commands are taken from the rings in bounded batches, so a request or a
+//! resample never waits behind a long stream of drawing.
 
+use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -61,6 +63,8 @@ struct Worker {
     query_evt: EventFd,
     more_commands: bool,
     more_cursor: bool,
+    /// Requests taken from the queue while paused, in order, to run after resuming.
+    held: VecDeque<QxlRequest>,
     /// The request queue's sender is gone: the device was dropped.
     stopping: bool,
 }
@@ -84,6 +88,7 @@ pub fn spawn(
         query_evt: query_evt.try_clone()?,
         more_commands: false,
         more_cursor: false,
+        held: VecDeque::new(),
         stopping: false,
     };
     let thread = std::thread::Builder::new()
@@ -108,7 +113,8 @@ impl Worker {
 
         let mut events = [EpollEvent::default(); 8];
         while !self.stopping {
-            let timeout = if self.more_commands || self.more_cursor {
+            let busy = self.more_commands || self.more_cursor;
+            let timeout = if busy && !self.shared.is_paused() {
                 0
             } else {
                 -1
@@ -182,18 +188,18 @@ impl Worker {
     }
 
     fn do_work(&mut self) {
-        loop {
-            match self.requests.try_recv() {
-                Ok(request) => {
-                    self.shared.queued.fetch_sub(1, Ordering::AcqRel);
-                    self.execute(request);
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    self.stopping = true;
-                    return;
-                }
-            }
+        if self.shared.is_paused() {
+            self.hold_requests();
+            return;
+        }
+        while let Some(request) = self.held.pop_front() {
+            self.execute(request);
+        }
+        while let Some(request) = self.next_request() {
+            self.execute(request);
+        }
+        if self.stopping {
+            return;
         }
 
         if self.shared.notify_oom.swap(false, Ordering::AcqRel) {
@@ -228,6 +234,39 @@ impl Worker {
             .unwrap_or_else(|e| e.into_inner());
         if *snapshot != *stats {
             snapshot.clone_from(stats);
+        }
+    }
+
+    fn next_request(&mut self) -> Option<QxlRequest> {
+        match self.requests.try_recv() {
+            Ok(request) => {
+                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                Some(request)
+            }
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => {
+                self.stopping = true;
+                None
+            }
+        }
+    }
+
+    /// While paused: takes queued requests aside, but runs a synchronous one (and all before
+    /// it, to keep their order), since its vCPU waits for it before it can park. The queue's
+    /// bound also bounds `held`: vCPUs are parked or about to be.
+    fn hold_requests(&mut self) {
+        while let Some(request) = self.next_request() {
+            self.held.push_back(request);
+        }
+        let last_sync = self
+            .held
+            .iter()
+            .rposition(|r| matches!(r.completion, Completion::Sync(_)));
+        if let Some(last) = last_sync {
+            let run: Vec<QxlRequest> = self.held.drain(..=last).collect();
+            for request in run {
+                self.execute(request);
+            }
         }
     }
 
@@ -311,5 +350,120 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::sync_channel;
+    use std::time::{Duration, Instant};
+
+    use vm_memory::mmap::MmapRegion;
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    use super::*;
+    use crate::qxl::regs::*;
+    use crate::qxl::testutil::{test_config, PortFixture, BAR0, BAR1, RAM_SIZE, VRAM_SIZE};
+
+    /// A display thread over fresh BARs, and the ports that feed it.
+    fn running_device() -> (PortFixture, QxlWorkerHandle, u64) {
+        let ram = Arc::new(MmapRegion::new(usize::try_from(RAM_SIZE).unwrap()).unwrap());
+        let vram = Arc::new(MmapRegion::new(usize::try_from(VRAM_SIZE).unwrap()).unwrap());
+        let mut f = PortFixture::new(ram.clone());
+        let engine = QxlEngine::new(ram, vram, test_config());
+        let header = engine.ram_header_offset();
+        f.shared.bar_addresses[0].store(BAR0, Ordering::SeqCst);
+        f.shared.bar_addresses[1].store(BAR1, Ordering::SeqCst);
+        let requests = std::mem::replace(&mut f.requests, sync_channel(1).1);
+        let resample = EventFd::new(EFD_NONBLOCK).unwrap();
+        let worker = spawn("qxl-test", engine, f.shared.clone(), requests, resample).unwrap();
+        f.set_mask(QXL_INTERRUPT_IO_CMD);
+        (f, worker, header)
+    }
+
+    fn write_header_u64(f: &PortFixture, offset: u64, value: u64) {
+        let [lo, hi] = [value, value >> 32].map(|v| u32::try_from(v & 0xffff_ffff).unwrap());
+        f.header(offset).store(lo, Ordering::SeqCst);
+        f.header(offset + 4).store(hi, Ordering::SeqCst);
+    }
+
+    /// Waits up to two seconds for `cond`.
+    fn eventually(cond: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        cond()
+    }
+
+    fn take_io_cmd(f: &PortFixture) -> bool {
+        let pending = f.header(RAM_INT_PENDING).swap(0, Ordering::SeqCst);
+        pending & QXL_INTERRUPT_IO_CMD != 0
+    }
+
+    /// Memslot 1 over BAR0 below the RAM header, then a 64x32 primary at its start.
+    fn set_up_primary_fields(f: &PortFixture, header: u64) {
+        write_header_u64(f, RAM_MEM_SLOT, BAR0);
+        write_header_u64(f, RAM_MEM_SLOT + 8, BAR0 + header);
+        f.write(QXL_IO_MEMSLOT_ADD_ASYNC, 1);
+        assert!(eventually(|| take_io_cmd(f)), "memslot add completed");
+
+        let fields = [64, 32, 256, SPICE_SURFACE_FMT_32_XRGB, 0, 0, 0, 0];
+        for (i, v) in (0u64..).zip(fields) {
+            f.header(RAM_CREATE_SURFACE + 4 * i)
+                .store(v, Ordering::SeqCst);
+        }
+        write_header_u64(f, RAM_CREATE_SURFACE + 32, 1 << 56);
+    }
+
+    fn screenshot(worker: &QxlWorkerHandle) -> Option<(u32, u32)> {
+        let (reply, answer) = sync_channel(1);
+        worker.query(DisplayQuery::Screenshot(reply));
+        let shot = answer
+            .recv_timeout(Duration::from_secs(2))
+            .expect("an answer");
+        shot.map(|(info, _)| (info.width, info.height))
+    }
+
+    #[test]
+    fn a_paused_device_completes_an_async_request_only_after_resume() {
+        let (f, worker, header) = running_device();
+        set_up_primary_fields(&f, header);
+
+        f.shared.pause();
+        f.write(QXL_IO_CREATE_PRIMARY_ASYNC, 0);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!take_io_cmd(&f), "no completion while paused");
+        assert_eq!(
+            screenshot(&worker),
+            None,
+            "answered while paused, from the last frame"
+        );
+
+        f.shared.resume();
+        assert!(
+            eventually(|| take_io_cmd(&f)),
+            "the completion follows the resume"
+        );
+        assert_eq!(screenshot(&worker), Some((64, 32)));
+    }
+
+    #[test]
+    fn a_paused_device_still_serves_a_synchronous_request() {
+        let (f, worker, header) = running_device();
+        set_up_primary_fields(&f, header);
+
+        f.shared.pause();
+        let start = Instant::now();
+        f.write(QXL_IO_CREATE_PRIMARY, 0);
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the vCPU was not held"
+        );
+        assert_eq!(screenshot(&worker), Some((64, 32)));
+        f.shared.resume();
     }
 }

@@ -41,7 +41,7 @@ use vmm::arch::{cpuid, regs};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_tests::qmp::Qmp;
 use vmm_tests::stats::{percentile, summary};
-use vmm_tests::{compile_guest_tool, repo_root};
+use vmm_tests::{qxlbench_guest, repo_root};
 
 const DEFAULT_RUNS: usize = 5;
 const GUEST_MIB: usize = 256;
@@ -82,7 +82,7 @@ fn main() -> Result<()> {
             .filter(|&n| n > 0)
             .context("usage: bench-qxl [RUNS]")?,
     };
-    let guest = build_guest()?;
+    let guest = qxlbench_guest()?;
     let vmm = std::env::var_os("VMM_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/release/vmm"));
@@ -111,29 +111,6 @@ fn main() -> Result<()> {
     }
     report(&results);
     Ok(())
-}
-
-/// Compiles the guest with gcc into target/bench-qxl/.
-fn build_guest() -> Result<PathBuf> {
-    let out = repo_root().join("target/bench-qxl/qxlbench.elf");
-    std::fs::create_dir_all(out.parent().expect("a parent"))?;
-    let source = repo_root().join("tests/guest/qxlbench.c");
-    let flags = [
-        "-nostdlib",
-        "-ffreestanding",
-        "-fno-pie",
-        "-no-pie",
-        "-O2",
-        "-mgeneral-regs-only",
-        "-mno-red-zone",
-        "-fno-stack-protector",
-        "-Wl,-Ttext-segment=0x200000",
-        "-Wl,--build-id=none",
-        "-e",
-        "_start",
-    ];
-    compile_guest_tool(&source, &out, &flags)?;
-    Ok(out)
 }
 
 /// The host's TSC rate, which KVM gives the guest unscaled.
