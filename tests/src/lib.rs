@@ -123,7 +123,11 @@ pub fn require_boot_place(test: &str) -> Option<Place> {
 /// Whether a test whose guest needs no Linux (any /dev/kvm runs it) can run here: false, with
 /// a line saying why, when /dev/kvm cannot be opened; that fails the test in CI.
 pub fn require_kvm(test: &str) -> bool {
-    let why = match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    let why = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         Ok(_) => return true,
         Err(e) => format!("cannot open /dev/kvm: {e}"),
     };

@@ -42,7 +42,8 @@ fn start(test: &str) -> Option<Guest> {
 
     let mut cmd = Command::new(vmm_binary());
     cmd.arg("--kernel").arg(&elf);
-    cmd.args(["--memory", "size=256M", "--api-socket"]).arg(&socket);
+    cmd.args(["--memory", "size=256M", "--api-socket"])
+        .arg(&socket);
     let mut session = Session::spawn(cmd, TIMEOUT).unwrap();
     let loading = session
         .expect_after(0, "QB-LOAD-START", Duration::from_secs(60))
@@ -76,7 +77,11 @@ impl Guest {
                                          "arguments": {"filename": path}});
         let start = Instant::now();
         self.qmp.call(&request.to_string()).unwrap();
-        assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            start.elapsed()
+        );
         read_png(&path)
     }
 
@@ -156,7 +161,10 @@ fn c08_screendumps_under_load_and_a_pause() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(guest.interrupts(), irqs, "no interrupt while paused");
     assert_eq!(guest.drawables(), draws, "no drawing while paused");
-    assert!(guest.screendump() == frame, "the paused screen does not change");
+    assert!(
+        guest.screendump() == frame,
+        "the paused screen does not change"
+    );
 
     guest.qmp.call(r#"{"execute":"cont"}"#).unwrap();
     let moving = guest.wait_for(Duration::from_secs(5), |g| g.interrupts() > irqs + 10);
