@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod spice_client;
+
 /// The command line tests boot with: quiet, so that the console is not slowed down by
 /// hundreds of kernel messages (each byte is a port exit).
 pub const TEST_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 quiet";
