@@ -134,6 +134,35 @@ pub enum ClientError {
     NoChannel(&'static str),
 }
 
+/// How to connect.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The SPICE password; None for a server without one.
+    pub password: Option<String>,
+    /// Bounds linking all channels, and then each input call that waits for the server.
+    pub timeout: Duration,
+    /// The image compression to ask the display channel for (the server's choice if None).
+    pub compression: Option<ImageCompression>,
+}
+
+/// Image compressions the client can ask for: those whose images it decodes
+/// (SPICE_IMAGE_COMPRESSION_* numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageCompression {
+    /// Raw bitmaps.
+    Off = 1,
+    /// LZ4 for RGB images (spice-server falls back to raw bitmaps for the rest).
+    Lz4 = 7,
+}
+
+/// What `link_other` needs besides the client.
+struct OtherLink<'a> {
+    addr: SocketAddr,
+    kind: u8,
+    password: &'a str,
+    compression: Option<ImageCompression>,
+}
+
 /// A copy of the primary surface.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Screen {
@@ -143,6 +172,28 @@ pub struct Screen {
     pub height: u32,
     /// 0x00RRGGBB pixels, row after row, top row first.
     pub pixels: Vec<u32>,
+}
+
+impl Screen {
+    /// Writes the screen as an 8-bit RGB PNG.
+    pub fn write_png(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let mut encoder = png::Encoder::new(file, self.width, self.height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let rgb: Vec<u8> = self
+            .pixels
+            .iter()
+            .flat_map(|p| {
+                let [b, g, r, _] = p.to_le_bytes();
+                [r, g, b]
+            })
+            .collect();
+        encoder
+            .write_header()
+            .and_then(|mut writer| writer.write_image_data(&rgb))
+            .map_err(std::io::Error::other)
+    }
 }
 
 /// Counters of what the client received and sent.
@@ -168,6 +219,8 @@ pub struct Stats {
     pub keyboard_modifiers: u16,
     /// Mouse modes the server supports (1 server, 2 client) and the current one.
     pub mouse_modes: (u16, u16),
+    /// Images drawn, by SPICE_IMAGE_TYPE_* (0 bitmap, 109 LZ4, 103 from cache, ...).
+    pub image_kinds: std::collections::BTreeMap<u8, u64>,
 }
 
 /// State the reader threads update.
@@ -184,6 +237,14 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
+}
+
+impl State {
+    fn stats(&self) -> Stats {
+        let mut stats = self.stats.clone();
+        stats.image_kinds = self.display.image_kinds.clone();
+        stats
+    }
 }
 
 impl Shared {
@@ -213,8 +274,19 @@ impl SpiceClient {
         password: Option<&str>,
         timeout: Duration,
     ) -> Result<SpiceClient, ClientError> {
+        let options = Options {
+            password: password.map(String::from),
+            timeout,
+            compression: None,
+        };
+        SpiceClient::connect_with(addr, &options)
+    }
+
+    /// Like [`SpiceClient::connect`], with every option.
+    pub fn connect_with(addr: SocketAddr, options: &Options) -> Result<SpiceClient, ClientError> {
+        let timeout = options.timeout;
         let deadline = Instant::now() + timeout;
-        let password = password.unwrap_or("");
+        let password = options.password.as_deref().unwrap_or("");
         let mut client = SpiceClient {
             shared: Arc::default(),
             session_id: 0,
@@ -230,7 +302,13 @@ impl SpiceClient {
         client.start("main", main, handle_main)?;
         for &(kind, id) in &client.channels.clone() {
             if id == 0 {
-                client.link_other(addr, kind, password, deadline)?;
+                let link = OtherLink {
+                    addr,
+                    kind,
+                    password,
+                    compression: options.compression,
+                };
+                client.link_other(&link, deadline)?;
             }
         }
         Ok(client)
@@ -264,30 +342,22 @@ impl SpiceClient {
 
     /// Links one display, inputs or cursor channel and starts its reader thread; other
     /// channel types are not opened.
-    fn link_other(
-        &mut self,
-        addr: SocketAddr,
-        kind: u8,
-        password: &str,
-        deadline: Instant,
-    ) -> Result<(), ClientError> {
-        let (name, channel_caps, handler): (_, _, Handler) = match kind {
+    fn link_other(&mut self, link: &OtherLink, deadline: Instant) -> Result<(), ClientError> {
+        let (name, channel_caps, handler): (_, _, Handler) = match link.kind {
             channel_type::DISPLAY => {
-                let caps = caps(&[display_cap::LZ4_COMPRESSION]);
+                let caps = caps(&[display_cap::LZ4_COMPRESSION, display_cap::PREF_COMPRESSION]);
                 ("display", caps, handle_display)
             }
             channel_type::INPUTS => ("inputs", Vec::new(), handle_inputs),
             channel_type::CURSOR => ("cursor", Vec::new(), handle_cursor),
             _ => return Ok(()),
         };
-        let request = link_request(self.session_id, kind, channel_caps);
-        let linked = link::link(addr, &request, password, deadline)?;
+        let request = link_request(self.session_id, link.kind, channel_caps);
+        let linked = link::link(link.addr, &request, link.password, deadline)?;
         let channel = Channel::new(name, linked, MAX_MESSAGE_SIZE)?;
 
-        match kind {
-            channel_type::DISPLAY => channel
-                .writer
-                .send(display::DISPLAY_INIT, &display_init())?,
+        match link.kind {
+            channel_type::DISPLAY => send_display_init(&channel.writer, link.compression)?,
             channel_type::INPUTS => self.inputs = Some(channel.writer.clone()),
             _ => {}
         }
@@ -336,7 +406,7 @@ impl SpiceClient {
 
     /// Counters so far.
     pub fn stats(&self) -> Stats {
-        self.shared.lock().stats.clone()
+        self.shared.lock().stats()
     }
 
     /// The cursor channel's state.
@@ -397,7 +467,7 @@ impl SpiceClient {
         let mut state = self.shared.lock();
         loop {
             if done(&state.stats) {
-                return Ok(state.stats.clone());
+                return Ok(state.stats());
             }
             if let Some(failure) = &state.failure {
                 return Err(failure_error(failure));
@@ -522,6 +592,21 @@ fn link_request(connection_id: u32, kind: u8, channel_caps: Vec<u32>) -> LinkReq
         ]),
         channel_caps,
     }
+}
+
+/// Sends DISPLAY_INIT and, if asked for, PREFERRED_COMPRESSION (u8) in one write, so that
+/// spice-server reads the preference before it compresses the first image.
+fn send_display_init(
+    writer: &Writer,
+    compression: Option<ImageCompression>,
+) -> Result<(), ClientError> {
+    let init = display_init();
+    let preference = compression.map(|c| [c as u8]);
+    let mut messages = vec![(display::DISPLAY_INIT, &init[..])];
+    if let Some(preference) = &preference {
+        messages.push((display::PREFERRED_COMPRESSION, &preference[..]));
+    }
+    writer.send_all(&messages)
 }
 
 /// DISPLAY_INIT: u8 pixmap cache id, i64 cache size (pixels), u8 GLZ dictionary id, i32 GLZ

@@ -24,12 +24,20 @@ pub struct Writer {
 impl Writer {
     /// Frames and sends one message.
     pub fn send(&self, kind: u16, body: &[u8]) -> Result<(), ClientError> {
+        self.send_all(&[(kind, body)])
+    }
+
+    /// Frames several messages and sends them in one write.
+    pub fn send_all(&self, messages: &[(u16, &[u8])]) -> Result<(), ClientError> {
         use std::io::Write;
 
         let mut guard = self.stream.lock().expect("writer lock");
         let (stream, serial) = &mut *guard;
-        *serial += 1;
-        let bytes = wire::encode_message(kind, body, self.mini, *serial);
+        let mut bytes = Vec::new();
+        for (kind, body) in messages {
+            *serial += 1;
+            bytes.extend(wire::encode_message(*kind, body, self.mini, *serial));
+        }
         stream
             .write_all(&bytes)
             .map_err(|e| io_error("send a message", e))

@@ -4,7 +4,7 @@
 //! send are implemented (fills, copies, copy-bits, blackness, whiteness, invert); the other
 //! draw messages are reported as unsupported rather than skipped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::canvas::{Clip, Pixmap, Rect};
@@ -58,6 +58,8 @@ pub mod msg {
 
 /// Client message SPICE_MSGC_DISPLAY_INIT: cache sizes, sent right after the link.
 pub const DISPLAY_INIT: u16 = 101;
+/// Client message SPICE_MSGC_DISPLAY_PREFERRED_COMPRESSION: u8 SPICE_IMAGE_COMPRESSION_*.
+pub const PREFERRED_COMPRESSION: u16 = 103;
 
 /// SPICE_SURFACE_FMT_32_xRGB.
 const SURFACE_FMT_32_XRGB: u32 = 32;
@@ -109,6 +111,8 @@ pub struct Display {
     cache_pixels: u64,
     /// Whether MARK arrived since the primary surface was created or reset.
     pub mark: bool,
+    /// How many images of each SPICE_IMAGE_TYPE_* were drawn.
+    pub image_kinds: BTreeMap<u8, u64>,
 }
 
 /// The common start of draw messages: surface, destination box and clip.
@@ -296,6 +300,7 @@ impl Display {
     /// when asked to.
     fn image_source(&mut self, body: &[u8], offset: u32) -> Result<Arc<Pixmap>, ClientError> {
         let (desc, image) = image::parse_image(body, offset)?;
+        *self.image_kinds.entry(desc.kind).or_default() += 1;
         let pixmap = match image {
             Image::Pixels(pixmap) => Arc::new(pixmap),
             Image::FromCache(id) => self.cache.get(&id).cloned().ok_or_else(|| {
@@ -584,6 +589,8 @@ pub(crate) mod tests {
         from_cache.truncate(75);
         display.handle(msg::DRAW_COPY, &from_cache).unwrap();
         assert_eq!(pixels(&display), [5, 6, 5, 6]);
+        let kinds = BTreeMap::from([(image::kind::BITMAP, 1), (image::kind::FROM_CACHE, 1)]);
+        assert_eq!(display.image_kinds, kinds);
 
         let mut inval = 1u16.to_le_bytes().to_vec();
         inval.push(1);

@@ -115,10 +115,17 @@ fn serve_main(listener: &TcpListener, password: &str, channels: &[u8]) -> TcpStr
 fn serve_display(listener: &TcpListener) -> TcpStream {
     let link = serve_link(listener, "pw");
     assert_eq!((link.channel_type, link.connection_id), (2, SESSION_ID));
-    assert_eq!(link.channel_caps, 1 << 5, "LZ4_COMPRESSION");
+    assert_eq!(
+        link.channel_caps, 0x60,
+        "LZ4_COMPRESSION and PREF_COMPRESSION"
+    );
     let mut display = link.stream;
     let (kind, init) = recv(&mut display);
     assert_eq!((kind, init.len()), (display::DISPLAY_INIT, 14));
+    assert_eq!(
+        recv(&mut display),
+        (display::PREFERRED_COMPRESSION, vec![7])
+    );
 
     send(&mut display, wire::msg::SET_ACK, &le(&[5, 2]));
     assert_eq!(recv(&mut display), (wire::msgc::ACK_SYNC, le(&[5])));
@@ -185,7 +192,12 @@ fn scripted_session_rebuilds_the_screen_and_sends_input() {
         (main, display, inputs)
     });
 
-    let mut client = SpiceClient::connect(addr, Some("pw"), TIMEOUT).unwrap();
+    let options = Options {
+        password: Some("pw".into()),
+        timeout: TIMEOUT,
+        compression: Some(ImageCompression::Lz4),
+    };
+    let mut client = SpiceClient::connect_with(addr, &options).unwrap();
     client
         .wait_quiet(Duration::from_millis(50), TIMEOUT)
         .unwrap();

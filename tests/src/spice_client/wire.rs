@@ -53,6 +53,8 @@ pub mod common_cap {
 pub mod display_cap {
     /// LZ4-compressed images (image type 109).
     pub const LZ4_COMPRESSION: u32 = 5;
+    /// The client may send PREFERRED_COMPRESSION.
+    pub const PREF_COMPRESSION: u32 = 6;
 }
 
 /// Link result and error codes (SPICE_LINK_ERR_*).
