@@ -246,19 +246,24 @@ fn difference(got: &Screen, want: &Screen) -> Option<String> {
 /// Waits until the client is quiet, takes a screendump, waits again and compares; the text
 /// cursor blinks, so a blink between the two is retried. Returns the matching screen.
 fn screen_matching_screendump(qemu: &Qemu, client: &SpiceClient, name: &str) -> Result<Screen> {
-    let mut last = String::new();
-    for attempt in 0..20 {
-        client.wait_quiet(QUIET, TIMEOUT)?;
+    let deadline = Instant::now() + TIMEOUT;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let mut attempt = 0;
+    loop {
+        client.wait_quiet(QUIET, left())?;
         let dump = qemu.screendump(name)?;
-        client.wait_quiet(QUIET, TIMEOUT)?;
+        client.wait_quiet(QUIET, left())?;
         let screen = client.screen().context("no primary surface")?;
-        match difference(&screen, &dump) {
-            None => return Ok(screen),
-            Some(why) => last = format!("attempt {attempt}: {why}"),
-        }
+        let Some(why) = difference(&screen, &dump) else {
+            return Ok(screen);
+        };
+
         screen.write_png(&qemu.dir.join(format!("{name}-client.png")))?;
+        attempt += 1;
+        if left().is_zero() {
+            bail!("the client's screen never matched the screendump in {attempt} tries: {why}");
+        }
     }
-    bail!("the client's screen never matched the screendump: {last}")
 }
 
 /// Pixels that are not black: a screen with text has many.
