@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub mod qmp;
+pub mod spice_client;
 pub mod stats;
 
 /// The command line tests boot with: quiet, so that the console is not slowed down by
