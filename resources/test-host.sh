@@ -38,6 +38,8 @@ set -euo pipefail
 
 readonly SCRIPT="${BASH_SOURCE[0]}"
 RESOURCES="$(cd "$(dirname "$SCRIPT")" && pwd)"
+# shellcheck source=resources/common.sh
+. "$RESOURCES/common.sh"
 readonly RESOURCES
 REPO="$(dirname "$RESOURCES")"
 readonly REPO
@@ -74,69 +76,6 @@ for port in $forward; do
         die "bad port in TEST_HOST_FORWARD: $port"
     fi
 done
-
-# --- QEMU from bookworm-backports ---------------------------------------------------------------
-# Print a deb822 sources entry for bookworm-backports that reuses the URIs, components and key
-# of the machine's Debian "bookworm" entry in deb822 FILE.
-backports_entry_deb822() {
-    awk '
-        BEGIN { RS = ""; FS = "\n" }
-        {
-            delete f; key = ""
-            for (i = 1; i <= NF; i++) {
-                if ($i ~ /^#/) continue
-                if ($i ~ /^[ \t]/ && key != "") { f[key] = f[key] "\n" $i; continue }
-                split($i, kv, ":"); key = kv[1]
-                f[key] = $i; sub(/^[^:]*:[ \t]*/, "", f[key])
-            }
-            if (f["Enabled"] == "no" || (" " f["Types"] " ") !~ / deb /) next
-            if ((" " f["Suites"] " ") !~ /[ \t]bookworm[ \t]/) next
-            print "Types: deb"
-            print "URIs: " f["URIs"]
-            print "Suites: bookworm-backports"
-            print "Components: " f["Components"]
-            if ("Signed-By" in f) print "Signed-By: " f["Signed-By"]
-            found = 1; exit
-        }
-        END { exit !found }' "$1"
-}
-
-# Same for a one-line-style FILE: "deb [options] URI bookworm components".
-backports_entry_oneline() {
-    awk '$1 == "deb" {
-            for (i = 2; i <= NF; i++) if ($i == "bookworm") {
-                $i = "bookworm-backports"; print; found = 1; exit
-            }
-        }
-        END { exit !found }' "$1"
-}
-
-ensure_qemu() {
-    command -v qemu-system-x86_64 >/dev/null && return 0
-    [[ $(id -u) == 0 ]] || die "qemu-system-x86_64 is missing; run as root to install it"
-    local lists=(/etc/apt/sources.list /etc/apt/sources.list.d/*.list
-        /etc/apt/sources.list.d/*.sources)
-    if ! grep -qsE '^[^#]*bookworm-backports' "${lists[@]}"; then
-        local deb822=/etc/apt/sources.list.d/debian.sources entry
-        if [[ -f $deb822 ]] && entry="$(backports_entry_deb822 "$deb822")"; then
-            printf '%s\n' "$entry" >/etc/apt/sources.list.d/bookworm-backports.sources
-        elif [[ -f /etc/apt/sources.list ]] \
-            && entry="$(backports_entry_oneline /etc/apt/sources.list)"; then
-            printf '%s\n' "$entry" >/etc/apt/sources.list.d/bookworm-backports.list
-        else
-            die "no Debian bookworm entry in the apt sources to derive bookworm-backports from"
-        fi
-        log "added bookworm-backports to the apt sources"
-    fi
-    log "installing qemu-system-x86 from bookworm-backports"
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends -t bookworm-backports qemu-system-x86; } >"$OUT/apt.log" 2>&1
-    then
-        cat "$OUT/apt.log" >&2
-        die "cannot install qemu-system-x86 from bookworm-backports"
-    fi
-    command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 still missing"
-}
 
 # --- kernel and initramfs -----------------------------------------------------------------------
 # The kernel is the guest's (build-guest.sh downloads and extracts it; it is quick when up to
@@ -340,7 +279,7 @@ mkdir -p "$OUT"
         printf '%s\n' "$inputs" >"$OUT/.inputs"
     fi
 ) 9>"$OUT/.lock"
-ensure_qemu
+ensure_qemu >&2 || die "QEMU is needed for the test host"
 
 # --- the run's folders ----------------------------------------------------------------------------
 own_scratch=0
