@@ -260,6 +260,7 @@ fn create_devices(
         io: Arc::new(Bus::new()),
         mmio: Arc::new(Bus::new()),
     };
+    add_i8042(vm, &buses.io, exit)?;
     let mut devices = Devices {
         buses,
         serial: None,
@@ -272,7 +273,6 @@ fn create_devices(
     }
 
     let io = &devices.buses.io;
-    insert(io, Arc::new(Mutex::new(I8042::new(exit.clone()))), 0x60, 5)?;
     let pm = Arc::new(Mutex::new(AcpiPmDevice::new(exit.clone())));
     insert(
         io,
@@ -299,6 +299,23 @@ fn create_devices(
         devices.display = Some(Arc::new(display));
     }
     Ok(devices)
+}
+
+/// An eventfd registered as the irqfd of `gsi`.
+fn irqfd(vm: &VmFd, gsi: u32, what: &'static str) -> Result<Arc<EventFdInterrupt>, VmmError> {
+    let evt = EventFd::new(EFD_NONBLOCK).map_err(|e| VmmError::Host(what, e))?;
+    vm.register_irqfd(&evt, gsi)
+        .map_err(|e| VmmError::Kvm("connect an interrupt", e))?;
+    Ok(Arc::new(EventFdInterrupt::new(evt)))
+}
+
+/// The i8042 on ports 0x60-0x64 with its keyboard (IRQ 1) and mouse (IRQ 12) interrupts on
+/// irqfds.
+fn add_i8042(vm: &VmFd, io: &Bus, exit: &Arc<VmExit>) -> Result<(), VmmError> {
+    let kbd_irq = irqfd(vm, layout::KEYBOARD_GSI, "the keyboard interrupt")?;
+    let aux_irq = irqfd(vm, layout::MOUSE_GSI, "the mouse interrupt")?;
+    let i8042 = Arc::new(Mutex::new(I8042::new(exit.clone(), kbd_irq, aux_irq)));
+    insert(io, i8042, 0x60, 5)
 }
 
 /// COM1 with its interrupt on an irqfd.
