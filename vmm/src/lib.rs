@@ -13,6 +13,7 @@ pub mod config;
 mod display;
 mod exit;
 pub mod irq;
+mod qmp_input;
 mod serial_io;
 mod terminal;
 mod vcpu;
