@@ -4,6 +4,13 @@
 //!
 //! Each call takes the i8042's lock only to queue bytes and raise an interrupt (an eventfd
 //! write), never while waiting on anything else; LEDs and buttons are read without the lock.
+//!
+//! A SPICE inputs channel maps onto it directly: `KEY_DOWN`/`KEY_UP` codes go to
+//! [`InputHandle::key_packed`] (they already hold the release bit), `MOUSE_MOTION` to
+//! [`InputHandle::mouse_motion`], `MOUSE_PRESS`/`MOUSE_RELEASE` to [`InputHandle::mouse_button`]
+//! (SPICE numbers the buttons 1 left, 2 middle, 3 right, 4 wheel up, 5 wheel down, and its
+//! `buttons_state` mask uses the `BUTTON_*` layout), and [`InputHandle::leds`] gives the lock
+//! state for `INPUTS_INIT` and `KEY_MODIFIERS`.
 
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -139,6 +146,9 @@ impl InputHandle {
     }
 
     /// The keyboard LEDs the guest last set (`LED_*` bits), as SPICE reports lock state.
+    ///
+    /// TODO: nothing signals a change; a SPICE server that pushes `KEY_MODIFIERS` when the
+    /// guest toggles a lock has to compare this after each key it sends, or poll it.
     pub fn leds(&self) -> u8 {
         self.leds.load(Ordering::Relaxed)
     }

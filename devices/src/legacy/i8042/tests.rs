@@ -410,3 +410,39 @@ fn no_port_sequence_panics() {
         }
     }
 }
+
+#[test]
+fn random_press_release_pairs_read_back_unchanged_when_translated() {
+    // C20: after many keys read at arbitrary moments, the guest sees exactly the set 1 bytes
+    // that were typed, so no key is left pressed.
+    let mut rig = Rig::linux();
+    let keys: [&[u8]; 6] = [
+        &[0x1e],
+        &[0x48],
+        &[0xe0, 0x48],
+        &[0xe0, 0x1d],
+        &[0xe0, 0x38],
+        &[0xe1, 0x1d, 0x45],
+    ];
+    let (mut typed, mut read) = (Vec::new(), Vec::new());
+    let mut seed: u32 = 0x1234_5678;
+    for _ in 0..1000 {
+        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let key = keys[usize::try_from(seed >> 29).unwrap() % keys.len()];
+        let release: Vec<u8> = key
+            .iter()
+            .map(|b| if *b >= 0xe0 { *b } else { b | 0x80 })
+            .collect();
+        for bytes in [key, &release[..]] {
+            rig.i8042.type_set1(bytes);
+            typed.extend_from_slice(bytes);
+        }
+        if seed & 0x100 != 0 {
+            read.extend(rig.drain());
+        } else if seed & 0x200 != 0 {
+            read.push(rig.read());
+        }
+    }
+    read.extend(rig.drain());
+    assert_eq!(read, typed);
+}
