@@ -5,17 +5,20 @@
 #   target/guest/vmlinux            the same kernel uncompressed (ELF with a PVH entry note); no
 #                                   decompression at boot, which takes about 7 s under QEMU's TCG
 #                                   (resources/test-host.sh boots it)
-#   target/guest/initramfs.cpio.gz  busybox (static) + /init + drm/ttm/qxl modules
+#   target/guest/initramfs.cpio.gz  busybox (static) + /init + the drm/ttm/qxl, psmouse and
+#                                   evdev modules (i8042, serio and atkbd are built in)
 #   target/guest/manifest.txt       versions and sha256 of the .deb files used
 #   resources/guest-packages.txt    the same record, committed with the sources
 #
 # Work files live in target/guest/cache/ (downloaded .debs, the extracted kernel package with
 # a depmod'ed module tree that resources/test-host.sh reuses, and the initramfs staging tree).
 #
-# The guest's /init mounts proc/sys/devtmpfs/devpts, loads qxl (and its dependencies), prints
-# the line VMM-GUEST-READY on /dev/console, then either runs the command given on the kernel
-# command line as vmm.run=word or vmm.run="several words", prints VMM-RUN-EXIT=<status> and
-# powers off, or starts an interactive shell on the console and powers off when it exits.
+# The guest's /init mounts proc/sys/devtmpfs/devpts, loads qxl, psmouse and evdev (and their
+# dependencies), starts a shell on tty1 (the framebuffer console, where keys typed on the PS/2
+# keyboard go) in the background, prints the line VMM-GUEST-READY on /dev/console, then either
+# runs the command given on the kernel command line as vmm.run=word or vmm.run="several words",
+# prints VMM-RUN-EXIT=<status> and powers off, or starts an interactive shell on the console and
+# powers off when it exits.
 #
 # Usage: resources/build-guest.sh [--force]
 #   --force                      rebuild even when the outputs are up to date
@@ -31,8 +34,10 @@ readonly DEBS="$CACHE/debs"
 readonly KROOT="$CACHE/kernel"     # extracted linux-image package (modules depmod'ed)
 readonly STAGE="$CACHE/initramfs"  # initramfs staging tree
 readonly RECORD="$REPO/resources/guest-packages.txt"
-# Modules loaded by /init; everything they depend on is added automatically.
-readonly GUEST_MODULES="qxl"
+# Modules loaded by /init; everything they depend on is added automatically. Debian builds the
+# i8042 controller, serio, libps2 and the atkbd keyboard driver into the kernel (see
+# modules.builtin); the PS/2 mouse driver and the /dev/input/event* interface are modules.
+readonly GUEST_MODULES="qxl psmouse evdev"
 
 log() { printf 'build-guest: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -267,6 +272,10 @@ power_off() {
     # Not reached; keep PID 1 alive if the power-off did not happen.
     while :; do sleep 3600; done
 }
+
+# A shell on tty1, the framebuffer console that the keyboard types into. The session leader
+# opens tty1 first, which makes it the shell's controlling terminal (job control, Ctrl-C).
+setsid sh -c 'exec sh -i </dev/tty1 >/dev/tty1 2>&1' &
 
 echo VMM-GUEST-READY
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The control socket served by a running vmm: greeting, several clients, malformed requests
-//! answered with errors while the socket keeps serving, and `quit`.
+//! answered with errors while the socket keeps serving, input events, and `quit`.
 //!
 //! The vmm runs directly on this machine: the socket is served whether or not the guest gets
 //! far in its boot, so this needs a usable /dev/kvm but not one that boots Linux.
@@ -102,6 +102,17 @@ fn control_socket_serves_several_clients_and_survives_bad_requests() {
         qxl.contains("\"ports\"") && qxl.contains("\"queue-depth\""),
         "{qxl}"
     );
+    let typed = first.ask(concat!(
+        r#"{"execute": "input-send-event", "arguments": {"events": ["#,
+        r#"{"type": "key", "data": {"down": true, "key": {"type": "qcode", "data": "a"}}},"#,
+        r#"{"type": "rel", "data": {"axis": "x", "value": 3}}]}}"#
+    ));
+    assert_eq!(typed.trim(), r#"{"return":{}}"#);
+    let bad_key = second.ask(concat!(
+        r#"{"execute": "input-send-event", "arguments": {"events": [{"type": "key", "data": "#,
+        r#"{"down": true, "key": {"type": "qcode", "data": "no-such-key"}}}]}}"#
+    ));
+    assert!(bad_key.contains("events[0]: unknown qcode"), "{bad_key}");
     let dump = second.ask(r#"{"execute": "screendump"}"#);
     assert!(dump.contains("needs a \\\"filename\\\""), "{dump}");
 

@@ -4,7 +4,8 @@
 //! One JSON object per line, `{"execute": NAME, "arguments": {...}}`, answered with
 //! `{"return": ...}` or `{"error": {"class": ..., "desc": ...}}`. On connect the server greets
 //! with `{"QMP": {...}}`; `qmp_capabilities` is accepted but not required. Commands:
-//! `query-status`, `query-qxl`, `screendump` (`filename`: the primary surface as PNG), `quit`.
+//! `query-status`, `query-qxl`, `screendump` (`filename`: the primary surface as PNG),
+//! `input-send-event` (keys and mouse, see [`crate::qmp_input`]), `quit`.
 //!
 //! Clients are served on the event loop thread, none of them waits on a vCPU. A screendump
 //! waits (at most [`SCREENDUMP_TIMEOUT`]) for the display thread on a thread of its own, so
@@ -19,10 +20,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use devices::legacy::InputHandle;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use serde_json::{json, Value};
 
 use crate::exit::{VmExit, VmStop};
+use crate::qmp_input;
 
 /// Longest request line accepted; a longer one closes the connection.
 const MAX_LINE: usize = 64 * 1024;
@@ -39,6 +42,8 @@ pub struct ApiContext {
     pub display: Option<Arc<crate::display::DisplayHandle>>,
     /// The VM's run state, for `stop`, `cont` and `query-status`.
     pub pause: Arc<crate::pause::Pause>,
+    /// The PS/2 keyboard and mouse.
+    pub input: Option<InputHandle>,
 }
 
 struct Client {
@@ -218,6 +223,7 @@ fn execute(
             Some(json!({"return": {}}))
         }
         "screendump" => screendump(context, &arguments, stream.clone()),
+        "input-send-event" => Some(input_send_event(context, &arguments)),
         other => Some(error(
             "CommandNotFound",
             &format!("The command {other} has not been found"),
@@ -262,6 +268,19 @@ fn query_qxl(context: &ApiContext) -> Value {
         "requests-refused": shared.requests_refused.load(Ordering::Relaxed),
         "engine": engine,
     }})
+}
+
+fn input_send_event(context: &ApiContext, arguments: &Value) -> Value {
+    let Some(input) = &context.input else {
+        return error("DeviceNotFound", "this VM has no input device");
+    };
+    match qmp_input::parse_events(arguments) {
+        Ok(events) => {
+            qmp_input::send_events(input, &events);
+            json!({"return": {}})
+        }
+        Err(why) => error("GenericError", &why),
+    }
 }
 
 fn screendump(
@@ -340,6 +359,11 @@ pub fn write_png(path: &Path, shot: &Screenshot) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use devices::bus::BusDevice;
+    use devices::legacy::I8042;
+    use devices::EventFdInterrupt;
+    use vmm_sys_util::eventfd::EventFd;
+
     use super::*;
 
     fn context() -> Arc<ApiContext> {
@@ -347,12 +371,17 @@ mod tests {
             exit: Arc::new(VmExit::new().unwrap()),
             display: None,
             pause: Arc::new(crate::pause::Pause::new(None)),
+            input: None,
         })
     }
 
     fn run(line: &str) -> Value {
+        run_in(&context(), line)
+    }
+
+    fn run_in(context: &Arc<ApiContext>, line: &str) -> Value {
         let (a, _b) = UnixStream::pair().unwrap();
-        execute(&context(), line.as_bytes(), &Arc::new(Mutex::new(a))).unwrap()
+        execute(context, line.as_bytes(), &Arc::new(Mutex::new(a))).unwrap()
     }
 
     #[test]
@@ -409,6 +438,60 @@ mod tests {
         let reply = execute(&ctx, br#"{"execute": "quit"}"#, &Arc::new(Mutex::new(a)));
         assert_eq!(reply, Some(json!({"return": {}})));
         assert_eq!(ctx.exit.reason(), Some(VmStop::UserQuit));
+    }
+
+    /// Reads what the guest would find on port 0x60.
+    fn guest_reads(i8042: &Mutex<I8042>) -> Vec<u8> {
+        let mut i8042 = i8042.lock().unwrap();
+        let mut bytes = Vec::new();
+        loop {
+            let mut status = [0];
+            i8042.read(0x60, 4, &mut status);
+            if status[0] & 1 == 0 {
+                return bytes;
+            }
+            let mut byte = [0];
+            i8042.read(0x60, 0, &mut byte);
+            bytes.push(byte[0]);
+        }
+    }
+
+    #[test]
+    fn input_send_event_types_on_the_keyboard() {
+        let irq = || Arc::new(EventFdInterrupt::new(EventFd::new(0).unwrap()));
+        let exit = Arc::new(VmExit::new().unwrap());
+        let i8042 = Arc::new(Mutex::new(I8042::new(exit.clone(), irq(), irq())));
+        let ctx = Arc::new(ApiContext {
+            exit,
+            display: None,
+            pause: Arc::new(crate::pause::Pause::new(None)),
+            input: Some(InputHandle::new(i8042.clone())),
+        });
+
+        let request = r#"{"execute": "input-send-event", "arguments": {"events": [
+            {"type": "key", "data": {"down": true, "key": {"type": "qcode", "data": "a"}}},
+            {"type": "key", "data": {"down": false, "key": {"type": "number", "data": 200}}},
+            {"type": "rel", "data": {"axis": "x", "value": 5}}]}}"#;
+        assert_eq!(
+            run_in(&ctx, &request.replace('\n', "")),
+            json!({"return": {}})
+        );
+        // Power-on state: translated set 1, the mouse not yet enabled by a driver.
+        assert_eq!(guest_reads(&i8042), [0x1e, 0xe0, 0xc8]);
+
+        let bad = r#"{"execute": "input-send-event", "arguments": {"events": [
+            {"type": "key", "data": {"down": true, "key": {"type": "qcode", "data": "a"}}},
+            {"type": "key", "data": {"down": true, "key": {"type": "qcode", "data": "nope"}}}]}}"#;
+        let reply = run_in(&ctx, &bad.replace('\n', ""));
+        assert_eq!(reply["error"]["class"], "GenericError");
+        assert_eq!(
+            guest_reads(&i8042),
+            Vec::<u8>::new(),
+            "nothing is sent when one event is bad"
+        );
+
+        let no_input = run(r#"{"execute": "input-send-event", "arguments": {"events": []}}"#);
+        assert_eq!(no_input["error"]["class"], "DeviceNotFound");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use devices::acpi::{AcpiPmDevice, PM_PORTS_LEN, SLEEP_CONTROL_PORT};
 use devices::bus::{Bus, BusDevice, BusError};
 use devices::legacy::SERIAL_OUTPUT_CAPACITY;
-use devices::legacy::{SerialDevice, SerialInputEvents, SerialOutput, I8042};
+use devices::legacy::{InputHandle, SerialDevice, SerialInputEvents, SerialOutput, I8042};
 use devices::pci::{PciRoot, ECAM_SIZE_BUS0, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT};
 use devices::EventFdInterrupt;
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
@@ -135,6 +135,8 @@ struct Devices {
     fifo_empty_evt: Option<EventFd>,
     /// The QXL device, kept for the VM's lifetime.
     display: Option<Arc<display::DisplayHandle>>,
+    /// Types keys and moves the mouse on the i8042.
+    input: InputHandle,
 }
 
 fn open_kvm() -> Result<Kvm, VmmError> {
@@ -261,19 +263,20 @@ fn create_devices(
         io: Arc::new(Bus::new()),
         mmio: Arc::new(Bus::new()),
     };
+    let input = add_i8042(vm, &buses.io, exit)?;
     let mut devices = Devices {
         buses,
         serial: None,
         serial_output: None,
         fifo_empty_evt: None,
         display: None,
+        input,
     };
     if config.serial != SerialConfig::Off {
         add_serial(vm, &mut devices)?;
     }
 
     let io = &devices.buses.io;
-    insert(io, Arc::new(Mutex::new(I8042::new(exit.clone()))), 0x60, 5)?;
     let pm = Arc::new(Mutex::new(AcpiPmDevice::new(exit.clone())));
     insert(
         io,
@@ -300,6 +303,24 @@ fn create_devices(
         devices.display = Some(Arc::new(display));
     }
     Ok(devices)
+}
+
+/// An eventfd registered as the irqfd of `gsi`.
+fn irqfd(vm: &VmFd, gsi: u32, what: &'static str) -> Result<Arc<EventFdInterrupt>, VmmError> {
+    let evt = EventFd::new(EFD_NONBLOCK).map_err(|e| VmmError::Host(what, e))?;
+    vm.register_irqfd(&evt, gsi)
+        .map_err(|e| VmmError::Kvm("connect an interrupt", e))?;
+    Ok(Arc::new(EventFdInterrupt::new(evt)))
+}
+
+/// The i8042 on ports 0x60-0x64 with its keyboard (IRQ 1) and mouse (IRQ 12) interrupts on
+/// irqfds; returns the handle that feeds it input.
+fn add_i8042(vm: &VmFd, io: &Bus, exit: &Arc<VmExit>) -> Result<InputHandle, VmmError> {
+    let kbd_irq = irqfd(vm, layout::KEYBOARD_GSI, "the keyboard interrupt")?;
+    let aux_irq = irqfd(vm, layout::MOUSE_GSI, "the mouse interrupt")?;
+    let i8042 = Arc::new(Mutex::new(I8042::new(exit.clone(), kbd_irq, aux_irq)));
+    insert(io, i8042.clone(), 0x60, 5)?;
+    Ok(InputHandle::new(i8042))
 }
 
 /// COM1 with its interrupt on an irqfd.
@@ -441,6 +462,7 @@ fn run_vm(
             exit: exit.clone(),
             display: devices.display.clone(),
             pause: pause.clone(),
+            input: Some(devices.input.clone()),
         };
         let server =
             ApiServer::bind(path, context).map_err(|e| VmmError::ApiSocket(path.clone(), e))?;

@@ -14,6 +14,7 @@ mod display;
 mod exit;
 pub mod irq;
 mod pause;
+mod qmp_input;
 mod serial_io;
 mod terminal;
 mod vcpu;

@@ -13,7 +13,6 @@ use vm_memory::mmap::MmapRegion;
 
 use super::cursor::CursorState;
 use super::error::QxlGuestError;
-use super::log_limit::LogLimiter;
 use super::memory::{le_i32, le_u32, le_u64, Bar, GuestBars, GuestPtr};
 use super::memslot::{BarWindow, MemSlots};
 use super::monitors::{read_monitors_config, MonitorsConfig};
@@ -23,6 +22,7 @@ use super::release::ReleaseList;
 use super::render::Renderer;
 use super::ring::Ring;
 use super::surface::{Surface, SurfaceInfo, Surfaces};
+use crate::log_limit::LogLimiter;
 
 pub use super::config::{QxlConfig, QxlConfigError};
 
@@ -144,7 +144,7 @@ impl QxlEngine {
             damage: Damage::default(),
             stats: QxlEngineStats::default(),
             pending_interrupts: 0,
-            limiter: LogLimiter::new(),
+            limiter: LogLimiter::new("qxl"),
         };
         engine.reset();
         engine.stats.resets = 0;

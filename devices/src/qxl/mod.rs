@@ -11,7 +11,6 @@ mod draw;
 mod engine;
 mod error;
 mod image;
-mod log_limit;
 mod memory;
 mod memslot;
 mod monitors;

@@ -60,8 +60,12 @@ pub const PCI_IO_START: u16 = 0x1000;
 
 /// IOAPIC pins; KVM's in-kernel IOAPIC has 24.
 pub const IOAPIC_PINS: u32 = 24;
+/// GSI of the i8042's keyboard port (ISA IRQ 1, edge-triggered).
+pub const KEYBOARD_GSI: u32 = 1;
 /// GSI of COM1.
 pub const SERIAL_GSI: u32 = 4;
+/// GSI of the i8042's auxiliary (mouse) port (ISA IRQ 12, edge-triggered).
+pub const MOUSE_GSI: u32 = 12;
 /// First GSI for PCI INTx lines; pins 16-23 have no ISA meaning.
 pub const PCI_INTX_GSI_BASE: u32 = 16;
 

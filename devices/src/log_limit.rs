@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-//! A rate limiter for warnings the guest can trigger at will.
+//! A rate limiter for warnings that a guest or a client can trigger at will.
 
 use std::time::{Duration, Instant};
 
@@ -12,15 +12,18 @@ const WINDOW: Duration = Duration::from_secs(1);
 /// swallowed, once the next window starts.
 #[derive(Debug)]
 pub struct LogLimiter {
+    /// Names the device at the start of each line.
+    prefix: &'static str,
     window_start: Option<Instant>,
     lines: u32,
     suppressed: u64,
 }
 
 impl LogLimiter {
-    /// Creates a limiter with a fresh window.
-    pub fn new() -> Self {
+    /// Creates a limiter with a fresh window whose lines start with `prefix`.
+    pub fn new(prefix: &'static str) -> Self {
         LogLimiter {
+            prefix,
             window_start: None,
             lines: 0,
             suppressed: 0,
@@ -30,7 +33,7 @@ impl LogLimiter {
     /// Logs `args` as a warning unless the window's budget is spent.
     pub fn warn(&mut self, args: std::fmt::Arguments<'_>) {
         if self.allow(Instant::now()) {
-            log::warn!("qxl: {args}");
+            log::warn!("{}: {args}", self.prefix);
         }
     }
 
@@ -42,7 +45,11 @@ impl LogLimiter {
             .is_none_or(|start| now.duration_since(start) >= WINDOW);
         if expired {
             if self.suppressed > 0 {
-                log::warn!("qxl: {} similar warnings suppressed", self.suppressed);
+                log::warn!(
+                    "{}: {} similar warnings suppressed",
+                    self.prefix,
+                    self.suppressed
+                );
             }
             self.window_start = Some(now);
             self.lines = 0;
@@ -59,19 +66,13 @@ impl LogLimiter {
     }
 }
 
-impl Default for LogLimiter {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn ten_lines_then_silence_until_next_window() {
-        let mut limiter = LogLimiter::new();
+        let mut limiter = LogLimiter::new("test");
         let t0 = Instant::now();
 
         let allowed = (0..100).filter(|_| limiter.allow(t0)).count();
