@@ -268,7 +268,6 @@ impl DisplayQueue {
     }
 
     /// Bytes of message bodies queued.
-    #[cfg(test)]
     pub fn queued_bytes(&self) -> usize {
         self.bytes
     }

@@ -21,8 +21,9 @@ use crate::wire::{HeaderKind, Reader, Writer};
 const MAX_LINK_SIZE: u32 = 4096;
 /// Most capability words accepted in a link message (spice-server's limit).
 const MAX_CAP_WORDS: u32 = 1024;
-/// Keys generated ahead of time, so a link does not wait for key generation.
-const KEY_POOL_SIZE: usize = 2;
+/// Keys generated ahead of time, so a link does not wait for key generation: one client
+/// links four channels at once.
+const KEY_POOL_SIZE: usize = 4;
 
 /// Why a link was refused: the link error code to send (if any) and a reason for the log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

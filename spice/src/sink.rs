@@ -196,6 +196,15 @@ impl DisplaySink {
         }
     }
 
+    /// Bytes of display messages queued for the client and not yet handed to its socket (0
+    /// without a client): a measure of how far behind the client is.
+    pub fn queued_bytes(&self) -> usize {
+        let hub = self.hub.lock();
+        hub.display
+            .as_ref()
+            .map_or(0, |d| d.with(|q| q.queued_bytes()))
+    }
+
     /// Returns whether a display client is connected.
     pub fn has_client(&self) -> bool {
         self.hub.lock().display.is_some()
