@@ -183,8 +183,7 @@ impl DisplayQueue {
             && (self.bytes + msg.body.len() > MAX_QUEUE_BYTES
                 || self.items.len() >= MAX_QUEUE_MSGS);
         if full {
-            self.overflow(false);
-            self.dirty.add(dest);
+            self.overflow(false, dest);
             return;
         }
         self.push(Kind::Draw(dest), msg);
@@ -195,8 +194,7 @@ impl DisplayQueue {
         self.pending.retain(|p| !dest.contains(p));
         let size: usize = bands.iter().map(|(_, m)| m.body.len()).sum();
         if self.bytes + size > self.hard_cap() {
-            self.overflow(true);
-            self.dirty.add(dest);
+            self.overflow(true, dest);
             return;
         }
         for (band, msg) in bands {
@@ -235,6 +233,7 @@ impl DisplayQueue {
             self.owed.add(p);
         }
         self.pending = self.owed.take();
+        log::debug!("spice: refresh handed out: {:?}", self.pending);
         out.extend_from_slice(&self.pending);
     }
 
@@ -253,12 +252,18 @@ impl DisplayQueue {
             MSG_DISPLAY_SURFACE_DESTROY => self.sent_surface = false,
             _ => {}
         }
+        self.settle();
+        Some(item.msg)
+    }
+
+    /// Ends an overflow once nothing is queued: the dirty region becomes owed.
+    fn settle(&mut self) {
         if self.items.is_empty() && self.in_overflow() {
             let dirty = std::mem::take(&mut self.dirty);
+            log::debug!("spice: display queue drained, refresh owed for {dirty:?}");
             self.owed.add_region(&dirty);
             self.refresh_signal = true;
         }
-        Some(item.msg)
     }
 
     /// Returns whether a message is waiting.
@@ -277,9 +282,10 @@ impl DisplayQueue {
         self.items.push_back(Item { kind, msg });
     }
 
-    /// Drops queued updates into the dirty region: ordinary ones always, refresh images too
-    /// when `refreshes` is set.
-    fn overflow(&mut self, refreshes: bool) {
+    /// Drops queued updates into the dirty region with `dest`, the update that did not fit:
+    /// ordinary ones always, refresh images too when `refreshes` is set. If that empties the
+    /// queue, the refresh is owed at once (no later pop would notice).
+    fn overflow(&mut self, refreshes: bool, dest: Rect) {
         let mut dropped = Region::default();
         self.items.retain(|item| match item.kind {
             Kind::Draw(r) => {
@@ -294,7 +300,9 @@ impl DisplayQueue {
         });
         self.bytes = self.items.iter().map(|i| i.msg.body.len()).sum();
         self.dirty.add_region(&dropped);
+        self.dirty.add(dest);
         log::debug!("spice: display client is behind, updates collapse into a refresh");
+        self.settle();
     }
 
     /// Queues the MARK owed since the last surface creation once nothing is left to refresh.
@@ -385,6 +393,40 @@ mod tests {
 
     #[test]
     fn overflow_drops_queued_draws_into_a_refresh() {
+        // The surface, its first image and the mark stay queued: they are never dropped.
+        let mut q = started(256, 256);
+        let kept = q.queued_bytes();
+        let fill = |i: i32| draw_fill(Rect::new(0, 0, 1, 1), u32::try_from(i).unwrap());
+        let mut pushed = 0;
+        while !q.in_overflow() {
+            q.push_draw(Rect::new(pushed % 256, 0, 1, 1), fill(pushed));
+            pushed += 1;
+        }
+        assert_eq!(pushed as usize, MAX_QUEUE_MSGS - 3 + 1);
+        assert_eq!(q.items.len(), 3);
+        assert_eq!(q.queued_bytes(), kept);
+
+        // Later updates only grow the dirty region, which stays bounded.
+        for i in 0..10_000 {
+            q.push_draw(Rect::new(i % 256, i % 7, 1, 1), fill(i));
+        }
+        assert!(q.dirty.rects().len() <= crate::region::MAX_REGION_RECTS);
+        assert!(!q.take_refresh_signal());
+
+        let expect = [
+            MSG_DISPLAY_SURFACE_CREATE,
+            MSG_DISPLAY_DRAW_COPY,
+            MSG_DISPLAY_MARK,
+        ];
+        assert_eq!(types(&mut q), expect);
+        assert!(q.take_refresh_signal());
+        let mut owed = Vec::new();
+        q.take_refresh(&mut owed);
+        assert_eq!(owed, [Rect::new(0, 0, 256, 7)]);
+    }
+
+    #[test]
+    fn overflow_that_empties_the_queue_owes_the_refresh_at_once() {
         let mut q = started(1024, 1024);
         types(&mut q);
         for i in 0..1024 {
@@ -393,40 +435,35 @@ mod tests {
                 draw_fill(Rect::new(0, 0, 1, 1), 0),
             );
         }
-        assert_eq!(q.items.len(), MAX_QUEUE_MSGS);
-        assert!(!q.in_overflow());
-
         q.push_draw(
             Rect::new(5, 500, 1, 1),
             draw_fill(Rect::new(5, 500, 1, 1), 0),
         );
-        assert!(q.in_overflow());
-        assert!(!q.has_output());
-        assert_eq!(q.queued_bytes(), 0);
-
-        // Later updates only grow the dirty region, which stays bounded.
-        for i in 0..10_000 {
-            q.push_draw(
-                Rect::new(i % 1024, i % 7, 1, 1),
-                draw_fill(Rect::new(0, 0, 1, 1), 0),
-            );
+        assert!(!q.in_overflow());
+        assert!(q.take_refresh_signal());
+        let mut owed = Vec::new();
+        q.take_refresh(&mut owed);
+        assert!(owed.len() <= crate::region::MAX_REGION_RECTS);
+        for pixel in [
+            Rect::new(0, 0, 1, 1),
+            Rect::new(999, 0, 1, 1),
+            Rect::new(5, 500, 1, 1),
+        ] {
+            assert!(owed.iter().any(|r| r.contains(&pixel)), "{pixel:?} owed");
         }
-        assert!(q.dirty.rects().len() <= crate::region::MAX_REGION_RECTS);
-        assert!(!q.take_refresh_signal());
     }
 
     #[test]
     fn refresh_is_owed_once_the_queue_drains() {
         let mut q = started(256, 256);
         types(&mut q);
+        // A refresh image is kept across an overflow, so the queue does not drain at once.
+        q.push_refresh(Rect::new(100, 100, 8, 8), image(Rect::new(100, 100, 8, 8)));
         let big = draw_fill(Rect::new(0, 0, 1, 1), 0);
         q.push_draw(Rect::new(0, 0, 1, 1), big.clone());
-        q.bytes = MAX_QUEUE_BYTES; // pretend the first message is huge
+        q.bytes = MAX_QUEUE_BYTES; // pretend the queued messages are huge
         q.push_draw(Rect::new(10, 10, 5, 5), big.clone());
         assert!(q.in_overflow());
-        q.bytes = 0;
-
-        q.push_refresh(Rect::new(100, 100, 8, 8), image(Rect::new(100, 100, 8, 8)));
         assert!(!q.take_refresh_signal());
         assert_eq!(types(&mut q), [MSG_DISPLAY_DRAW_COPY]);
         assert!(q.take_refresh_signal());
@@ -521,7 +558,10 @@ mod tests {
         q.take_refresh(&mut owed);
         q.bytes = q.hard_cap();
         q.push_refresh(owed[0], image(owed[0]));
-        assert!(q.in_overflow());
+        assert!(!q.has_output());
+        assert!(q.take_refresh_signal());
+        q.take_refresh(&mut owed);
+        assert_eq!(owed, [Rect::new(0, 0, 16, 16), Rect::new(0, 0, 16, 16)]);
     }
 
     #[test]

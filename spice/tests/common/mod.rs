@@ -116,6 +116,7 @@ pub struct Client {
     ack_window: u32,
     ack_left: u32,
     pub received: usize,
+    buf: Vec<u8>,
 }
 
 impl Client {
@@ -127,6 +128,7 @@ impl Client {
             ack_window: 0,
             ack_left: 0,
             received: 0,
+            buf: Vec::new(),
         }
     }
 
@@ -146,15 +148,30 @@ impl Client {
         self.stream.write_all(&frame)
     }
 
-    /// Receives one message, answering SET_ACK, PING and the ack window on the way.
+    /// Reads until `need` bytes are buffered; a timeout keeps what was read.
+    fn fill(&mut self, need: usize) -> io::Result<()> {
+        let mut chunk = [0u8; 65536];
+        while self.buf.len() < need {
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok(())
+    }
+
+    /// Receives one message, answering SET_ACK, PING and the ack window on the way. A read
+    /// timeout returns an error but loses nothing.
     pub fn recv(&mut self) -> io::Result<(u16, Vec<u8>)> {
-        let mut head = vec![0u8; if self.mini { 6 } else { 18 }];
-        self.stream.read_exact(&mut head)?;
+        let head = if self.mini { 6 } else { 18 };
+        self.fill(head)?;
         let off = if self.mini { 0 } else { 8 };
-        let msg_type = u16::from_le_bytes([head[off], head[off + 1]]);
-        let size = u32_at(&head, off + 2) as usize;
-        let mut body = vec![0u8; size];
-        self.stream.read_exact(&mut body)?;
+        let msg_type = u16::from_le_bytes([self.buf[off], self.buf[off + 1]]);
+        let size = u32_at(&self.buf, off + 2) as usize;
+        self.fill(head + size)?;
+        let body = self.buf[head..head + size].to_vec();
+        self.buf.drain(..head + size);
         self.received += 1;
 
         if self.ack_left > 0 {
