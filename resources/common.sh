@@ -122,3 +122,18 @@ ensure_qemu() {
     fi
     rm -f "$log"
 }
+
+# Installs what the tests that play the user need when it is missing: remote-viewer (spice-gtk),
+# a virtual X server, xdotool for typing into the viewer and ImageMagick for screenshots.
+ensure_viewer_tools() {
+    local missing=()
+    command -v remote-viewer >/dev/null || missing+=(virt-viewer)
+    command -v Xvfb >/dev/null || missing+=(xvfb)
+    command -v xdotool >/dev/null || missing+=(xdotool)
+    command -v import >/dev/null || missing+=(imagemagick)
+    ((${#missing[@]} == 0)) && return 0
+
+    echo "installing ${missing[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}"
+}

@@ -13,9 +13,11 @@ step "formatting" cargo fmt --all -- --check
 step "lints" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build" cargo build --workspace --locked
 step "guest image" resources/build-guest.sh
-# QEMU serves as the reference SPICE server and the test host; only root can install it.
+# QEMU serves as the reference SPICE server and the test host, remote-viewer as the real SPICE
+# client; only root can install them.
 if [[ $(id -u) == 0 ]]; then
     step "QEMU" ensure_qemu
+    step "viewer tools" ensure_viewer_tools
 fi
 if kvm_boots_linux; then
     echo "boot tests run directly on this machine's /dev/kvm" >&2
