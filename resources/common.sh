@@ -134,6 +134,6 @@ ensure_viewer_tools() {
     ((${#missing[@]} == 0)) && return 0
 
     echo "installing ${missing[*]}" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends "${missing[@]}"
+    # With recommends: remote-viewer's GTK stack is tested with them.
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 }
