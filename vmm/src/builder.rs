@@ -105,6 +105,9 @@ pub enum VmmError {
     /// The display device could not be created.
     #[error(transparent)]
     Display(#[from] display::DisplayError),
+    /// The SPICE server could not start.
+    #[error(transparent)]
+    Spice(#[from] crate::spice::SpiceStartError),
     /// The control socket could not be created.
     #[error("cannot listen on control socket {0}")]
     ApiSocket(PathBuf, #[source] io::Error),
@@ -137,6 +140,8 @@ struct Devices {
     display: Option<Arc<display::DisplayHandle>>,
     /// Types keys and moves the mouse on the i8042.
     input: InputHandle,
+    /// The SPICE server, serving until the VMM exits.
+    _spice: Option<::spice::SpiceServer>,
 }
 
 fn open_kvm() -> Result<Kvm, VmmError> {
@@ -271,6 +276,7 @@ fn create_devices(
         fifo_empty_evt: None,
         display: None,
         input,
+        _spice: None,
     };
     if config.serial != SerialConfig::Off {
         add_serial(vm, &mut devices)?;
@@ -296,10 +302,18 @@ fn create_devices(
     )?;
 
     if config.display == DisplayConfig::Qxl {
+        let listener = match &config.spice {
+            Some(options) => {
+                let (server, listener) = crate::spice::start(options, devices.input.clone())?;
+                devices._spice = Some(server);
+                Some(listener)
+            }
+            None => None,
+        };
         let routing = IrqRouting::new(vm.clone());
         let mut root = pci.lock().unwrap_or_else(|e| e.into_inner());
         let buses = &devices.buses;
-        let display = display::add_qxl(vm, &routing, &mut root, &buses.io, &buses.mmio)?;
+        let display = display::add_qxl(vm, &routing, &mut root, &buses.io, &buses.mmio, listener)?;
         devices.display = Some(Arc::new(display));
     }
     Ok(devices)

@@ -5,6 +5,7 @@
 //! `key=value` list (`--memory size=512M`, `--cpus boot=2`) or, for the common case, the bare
 //! value (`--memory 512M`, `--cpus 2`).
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
@@ -69,6 +70,29 @@ pub enum ConfigError {
     /// A command line with a NUL byte, which would cut it short.
     #[error("--cmdline contains a NUL byte")]
     CmdlineHasNul,
+    /// A --spice value that does not parse.
+    #[error("invalid --spice '{0}': {1}")]
+    InvalidSpice(String, &'static str),
+    /// SPICE without a password and without saying so.
+    #[error(
+        "--spice needs a password (password-file=PATH) or an explicit disable-ticketing=on, \
+         which lets anyone who reaches the port see and drive the guest"
+    )]
+    SpiceWithoutTicketing,
+    /// SPICE with nothing to show.
+    #[error("--spice needs the QXL display: drop --display none")]
+    SpiceWithoutDisplay,
+}
+
+/// The SPICE server's settings (`--spice`), spelled as QEMU spells them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpiceOptions {
+    /// Address to listen on; loopback unless the user asks otherwise.
+    pub addr: IpAddr,
+    /// TCP port.
+    pub port: u16,
+    /// File whose first line is the password; `None` with ticketing disabled.
+    pub password_file: Option<PathBuf>,
 }
 
 /// Where the guest's COM1 goes.
@@ -128,6 +152,12 @@ pub struct Cli {
     #[arg(long, value_name = "qxl|none", default_value = "qxl")]
     pub display: String,
 
+    /// Serve the display, keyboard and mouse to SPICE clients (remote-viewer):
+    /// port=N[,addr=IP][,password-file=PATH][,disable-ticketing=on]. The address defaults to
+    /// 127.0.0.1; a password, or disable-ticketing=on, is required.
+    #[arg(long, value_name = "port=N,...")]
+    pub spice: Option<String>,
+
     /// Serve the control socket (QMP-shaped JSON: query-status, query-qxl, screendump,
     /// quit) on this Unix socket path.
     #[arg(long, value_name = "PATH")]
@@ -157,13 +187,15 @@ pub struct VmConfig {
     pub display: DisplayConfig,
     /// Control socket path.
     pub api_socket: Option<PathBuf>,
+    /// The SPICE server, if any.
+    pub spice: Option<SpiceOptions>,
 }
 
 impl TryFrom<&Cli> for VmConfig {
     type Error = ConfigError;
 
     fn try_from(cli: &Cli) -> Result<Self, ConfigError> {
-        Ok(VmConfig {
+        VmConfig {
             kernel: cli.kernel.clone(),
             initramfs: cli.initramfs.clone(),
             cmdline: parse_cmdline(&cli.cmdline)?,
@@ -172,7 +204,69 @@ impl TryFrom<&Cli> for VmConfig {
             serial: parse_serial(&cli.serial)?,
             display: parse_display(&cli.display)?,
             api_socket: cli.api_socket.clone(),
-        })
+            spice: cli.spice.as_deref().map(parse_spice).transpose()?,
+        }
+        .checked()
+    }
+}
+
+impl VmConfig {
+    /// Checks the options against each other.
+    fn checked(self) -> Result<Self, ConfigError> {
+        if self.spice.is_some() && self.display == DisplayConfig::None {
+            return Err(ConfigError::SpiceWithoutDisplay);
+        }
+        Ok(self)
+    }
+}
+
+/// Parses `port=N[,addr=IP][,password-file=PATH][,disable-ticketing=on]`.
+fn parse_spice(input: &str) -> Result<SpiceOptions, ConfigError> {
+    let invalid = |why| ConfigError::InvalidSpice(input.to_string(), why);
+    let (mut port, mut addr, mut password_file, mut no_ticket) = (None, None, None, false);
+    for (key, value) in key_values(input, "port") {
+        match key {
+            "port" => {
+                port = Some(
+                    value
+                        .parse()
+                        .map_err(|_| invalid("port must be 1 to 65535"))?,
+                )
+            }
+            "addr" => addr = Some(value.parse().map_err(|_| invalid("addr must be an IP"))?),
+            "password-file" if !value.is_empty() => password_file = Some(PathBuf::from(value)),
+            "disable-ticketing" => no_ticket = parse_on_off(value).ok_or(invalid("on or off"))?,
+            _ => {
+                return Err(ConfigError::UnknownKey {
+                    option: "spice",
+                    key: key.to_string(),
+                    valid: "port, addr, password-file, disable-ticketing",
+                })
+            }
+        }
+    }
+
+    let port = port
+        .filter(|&p| p != 0)
+        .ok_or(invalid("port=N is required (1 to 65535)"))?;
+    match (&password_file, no_ticket) {
+        (None, false) => return Err(ConfigError::SpiceWithoutTicketing),
+        (Some(_), true) => return Err(invalid("password-file and disable-ticketing=on conflict")),
+        _ => {}
+    }
+    Ok(SpiceOptions {
+        addr: addr.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        port,
+        password_file,
+    })
+}
+
+/// QEMU's spellings of a boolean.
+fn parse_on_off(value: &str) -> Option<bool> {
+    match value {
+        "on" | "yes" | "true" => Some(true),
+        "off" | "no" | "false" => Some(false),
+        _ => None,
     }
 }
 
@@ -425,6 +519,51 @@ mod tests {
         assert!(cli(&["--display", "vga"])
             .unwrap_err()
             .contains("use qxl or none"));
+    }
+
+    #[test]
+    fn spice_options_are_spelled_as_in_qemu() {
+        let spice = |arg: &str| cli(&["--spice", arg]).map(|c| c.spice.unwrap());
+        let open = spice("port=5900,disable-ticketing=on").unwrap();
+        assert_eq!(
+            open.addr,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            "loopback by default"
+        );
+        assert_eq!((open.port, open.password_file), (5900, None));
+
+        let locked = spice("port=5901,addr=::1,password-file=/run/pw").unwrap();
+        assert_eq!(locked.addr, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(locked.password_file, Some(PathBuf::from("/run/pw")));
+        assert_eq!(spice("5902,disable-ticketing=yes").unwrap().port, 5902);
+
+        let refused = [
+            ("port=5900", "needs a password"),
+            ("addr=127.0.0.1,disable-ticketing=on", "port=N is required"),
+            ("port=0,disable-ticketing=on", "port=N is required"),
+            ("port=70000,disable-ticketing=on", "port must be"),
+            (
+                "port=5900,addr=localhost,disable-ticketing=on",
+                "addr must be an IP",
+            ),
+            ("port=5900,disable-ticketing=maybe", "on or off"),
+            (
+                "port=5900,password-file=/pw,disable-ticketing=on",
+                "conflict",
+            ),
+            ("port=5900,tls-port=5901", "unknown key 'tls-port'"),
+        ];
+        for (arg, why) in refused {
+            let err = spice(arg).unwrap_err();
+            assert!(err.contains(why), "--spice {arg}: {err}");
+        }
+        let err = cli(&[
+            "--display",
+            "none",
+            "--spice",
+            "port=1,disable-ticketing=on",
+        ]);
+        assert!(err.unwrap_err().contains("needs the QXL display"));
     }
 
     #[test]

@@ -226,6 +226,7 @@ pub fn add_qxl(
     pci: &mut PciRoot,
     io_bus: &Arc<Bus>,
     mmio_bus: &Arc<Bus>,
+    listener: Option<worker::Listener>,
 ) -> Result<DisplayHandle, DisplayError> {
     let host = |what| move |e| DisplayError::Host(what, e);
     let slot = pci.next_free_slot().ok_or(DisplayError::NoSlot)?;
@@ -288,6 +289,7 @@ pub fn add_qxl(
         shared.clone(),
         requests,
         resample_evt,
+        listener,
     )
     .map_err(host("display thread"))?;
     log::info!("qxl: display device in PCI slot {slot}, INTx on GSI {intx_gsi}");

@@ -16,6 +16,7 @@ pub mod irq;
 mod pause;
 mod qmp_input;
 mod serial_io;
+mod spice;
 mod terminal;
 mod vcpu;
 

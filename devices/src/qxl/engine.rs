@@ -423,21 +423,35 @@ impl QxlEngine {
     /// Copies the primary surface into `out` as top-down 0x00RRGGBB pixels (for screendumps
     /// and SPICE). Returns its geometry, or `None` (and leaves `out` empty) without a primary.
     pub fn read_primary(&self, out: &mut Vec<u32>) -> Option<SurfaceInfo> {
+        let info = self.primary()?;
+        self.read_primary_rect(Rect::new(0, 0, i32::MAX, i32::MAX), out)?;
+        Some(info)
+    }
+
+    /// Copies `rect` of the primary surface, clipped to it, into `out` row by row as
+    /// 0x00RRGGBB pixels. Returns the clipped rectangle, or `None` (and leaves `out` empty)
+    /// without a primary or when nothing of `rect` lies on it.
+    pub fn read_primary_rect(&self, rect: Rect, out: &mut Vec<u32>) -> Option<Rect> {
         out.clear();
         let surface = self.surfaces.get(0).ok()?;
-        let info = surface.info;
+        let area = rect.intersect(&surface.bounds())?;
+        let (left, top) = (area.left.unsigned_abs(), area.top.unsigned_abs());
 
-        let mut row = vec![0u8; info.width as usize * 4];
-        out.reserve(info.width as usize * info.height as usize);
-        for y in 0..info.height {
-            if self.bars.read(surface.pixel_ptr(0, y), &mut row).is_err() {
+        let mut row = vec![0u8; area.width() as usize * 4];
+        out.reserve(area.width() as usize * area.height() as usize);
+        for y in top..top + area.height() {
+            if self
+                .bars
+                .read(surface.pixel_ptr(left, y), &mut row)
+                .is_err()
+            {
                 out.clear();
                 return None;
             }
             let pixels = row.chunks_exact(4).map(|p| le_u32(p, 0) & 0x00ff_ffff);
             out.extend(pixels);
         }
-        Some(info)
+        Some(area)
     }
 
     /// The cursor as the guest last set it.

@@ -11,6 +11,7 @@ mod draw;
 mod engine;
 mod error;
 mod image;
+mod listener;
 mod memory;
 mod memslot;
 mod monitors;
@@ -28,6 +29,7 @@ pub use engine::{
     QxlConfig, QxlConfigError, QxlEngine, QxlEngineStats, RingProgress, DRAIN_BUDGET,
 };
 pub use error::QxlGuestError;
+pub use listener::DisplayListener;
 pub use monitors::{MonitorHead, MonitorsConfig, MAX_HEAD_VALUE, MAX_MONITORS};
 pub use rect::Rect;
 pub use surface::{SurfaceInfo, MAX_SURFACE_DIM};

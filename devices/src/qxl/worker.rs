@@ -20,7 +20,10 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::device::{Completion, QxlRequest, QxlRequestKind, QxlShared};
 use super::engine::QxlEngine;
+use super::listener::DisplayListener;
+use super::rect::Rect;
 use super::regs::{QXL_INTERRUPT_ERROR, QXL_INTERRUPT_IO_CMD};
+use super::surface::SurfaceInfo;
 
 /// Commands taken from a ring before the thread looks at its events again.
 const BATCH: usize = 64;
@@ -29,6 +32,7 @@ const RESAMPLE: u64 = 1;
 const QUERY: u64 = 2;
 const NOTIFY_CMD: u64 = 3;
 const NOTIFY_CURSOR: u64 = 4;
+const REFRESH: u64 = 5;
 
 /// What other threads may ask of the display thread.
 pub enum DisplayQuery {
@@ -65,17 +69,75 @@ struct Worker {
     more_cursor: bool,
     /// Requests taken from the queue while paused, in order, to run after resuming.
     held: VecDeque<QxlRequest>,
+    /// Who follows the screen, if anyone.
+    listener: Option<Listener>,
     /// The request queue's sender is gone: the device was dropped.
     stopping: bool,
 }
 
-/// Starts the display thread named `name`.
+/// A [`DisplayListener`] and what the display thread last told it.
+pub struct Listener {
+    listener: Box<dyn DisplayListener>,
+    /// Signalled when the listener has rectangles to refresh.
+    refresh_evt: EventFd,
+    primary: Option<SurfaceInfo>,
+    cursor_serial: u64,
+    rects: Vec<Rect>,
+    pixels: Vec<u32>,
+}
+
+impl Listener {
+    /// Follows the screen with `listener`, which signals `refresh_evt` when it wants
+    /// rectangles sent again ([`DisplayListener::take_refresh`]).
+    pub fn new(listener: Box<dyn DisplayListener>, refresh_evt: EventFd) -> Self {
+        Listener {
+            listener,
+            refresh_evt,
+            primary: None,
+            cursor_serial: 0,
+            rects: Vec::new(),
+            pixels: Vec::new(),
+        }
+    }
+
+    /// Tells the listener what changed since the last call.
+    fn feed(&mut self, engine: &mut QxlEngine) {
+        let primary = engine.primary();
+        if primary != self.primary {
+            match primary {
+                Some(info) => self.listener.primary_created(info.width, info.height),
+                None => self.listener.primary_destroyed(),
+            }
+            self.primary = primary;
+        }
+
+        engine.take_damage(&mut self.rects);
+        self.listener.take_refresh(&mut self.rects);
+        if !self.rects.is_empty() {
+            log::trace!("qxl: screen updates {:?}", self.rects);
+        }
+        for rect in self.rects.drain(..) {
+            if let Some(area) = engine.read_primary_rect(rect, &mut self.pixels) {
+                self.listener.update(area, &self.pixels);
+            }
+        }
+
+        let cursor = engine.cursor();
+        if cursor.serial != self.cursor_serial {
+            self.cursor_serial = cursor.serial;
+            self.listener.cursor(cursor);
+        }
+    }
+}
+
+/// Starts the display thread named `name`, telling `listener` (if any) about the screen.
 pub fn spawn(
     name: &str,
     engine: QxlEngine,
     shared: Arc<QxlShared>,
     requests: Receiver<QxlRequest>,
     resample_evt: EventFd,
+    listener: Option<Listener>,
 ) -> std::io::Result<QxlWorkerHandle> {
     let query_evt = EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK)?;
     let queries = Arc::new(Mutex::new(Vec::new()));
@@ -89,6 +151,7 @@ pub fn spawn(
         more_commands: false,
         more_cursor: false,
         held: VecDeque::new(),
+        listener,
         stopping: false,
     };
     let thread = std::thread::Builder::new()
@@ -131,6 +194,9 @@ impl Worker {
                 self.dispatch(event.data());
             }
             self.do_work();
+            if let Some(listener) = &mut self.listener {
+                listener.feed(&mut self.engine);
+            }
         }
     }
 
@@ -147,6 +213,14 @@ impl Worker {
                 ControlOperation::Add,
                 fd,
                 EpollEvent::new(EventSet::IN, token),
+            )?;
+        }
+        if let Some(listener) = &self.listener {
+            let fd = listener.refresh_evt.as_raw_fd();
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, REFRESH),
             )?;
         }
         Ok(epoll)
@@ -166,6 +240,11 @@ impl Worker {
             }
             NOTIFY_CURSOR => {
                 self.ioeventfd_notify(&self.shared.notify_cursor_evt, &self.shared.notify_cursor)
+            }
+            REFRESH => {
+                if let Some(listener) = &self.listener {
+                    let _ = listener.refresh_evt.read();
+                }
             }
             _ => {
                 let _ = self.query_evt.read();
@@ -214,11 +293,7 @@ impl Worker {
             let progress = self.engine.process_commands(BATCH);
             self.more_commands = progress.more;
             self.raise(progress.interrupts);
-            if log::log_enabled!(log::Level::Trace) {
-                let mut damage = Vec::new();
-                self.engine.take_damage(&mut damage);
-                log::trace!("qxl: {} commands, damage {damage:?}", progress.processed);
-            }
+            log::trace!("qxl: {} commands", progress.processed);
         }
         if self.shared.notify_cursor.swap(false, Ordering::AcqRel) || self.more_cursor {
             let progress = self.engine.process_cursor_commands(BATCH);
@@ -358,7 +433,10 @@ mod tests {
     use std::sync::mpsc::sync_channel;
     use std::time::{Duration, Instant};
 
+    use std::sync::atomic::AtomicU32;
+
     use vm_memory::mmap::MmapRegion;
+    use vm_memory::VolatileMemory;
     use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
     use super::*;
@@ -368,6 +446,14 @@ mod tests {
     /// A display thread over fresh BARs, and the ports that feed it.
     fn running_device() -> (PortFixture, QxlWorkerHandle, u64) {
         let ram = Arc::new(MmapRegion::new(usize::try_from(RAM_SIZE).unwrap()).unwrap());
+        let (f, worker, header) = running_device_over(ram, None);
+        (f, worker, header)
+    }
+
+    fn running_device_over(
+        ram: Arc<MmapRegion<()>>,
+        listener: Option<Listener>,
+    ) -> (PortFixture, QxlWorkerHandle, u64) {
         let vram = Arc::new(MmapRegion::new(usize::try_from(VRAM_SIZE).unwrap()).unwrap());
         let mut f = PortFixture::new(ram.clone());
         let engine = QxlEngine::new(ram, vram, test_config());
@@ -376,7 +462,15 @@ mod tests {
         f.shared.bar_addresses[1].store(BAR1, Ordering::SeqCst);
         let requests = std::mem::replace(&mut f.requests, sync_channel(1).1);
         let resample = EventFd::new(EFD_NONBLOCK).unwrap();
-        let worker = spawn("qxl-test", engine, f.shared.clone(), requests, resample).unwrap();
+        let worker = spawn(
+            "qxl-test",
+            engine,
+            f.shared.clone(),
+            requests,
+            resample,
+            listener,
+        )
+        .unwrap();
         f.set_mask(QXL_INTERRUPT_IO_CMD);
         (f, worker, header)
     }
@@ -465,5 +559,67 @@ mod tests {
         );
         assert_eq!(screenshot(&worker), Some((64, 32)));
         f.shared.resume();
+    }
+
+    /// Records what the display thread tells it; asks for the whole screen when `want` is set.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        log: Arc<Mutex<Vec<String>>>,
+        want: Arc<AtomicBool>,
+    }
+
+    impl DisplayListener for Recorder {
+        fn primary_created(&mut self, width: u32, height: u32) {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("create {width}x{height}"));
+        }
+
+        fn primary_destroyed(&mut self) {
+            self.log.lock().unwrap().push("destroy".into());
+        }
+
+        fn update(&mut self, rect: Rect, pixels: &[u32]) {
+            let first = pixels.first().copied().unwrap_or_default();
+            let (w, h) = (rect.width(), rect.height());
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("update {w}x{h} {first:#x}"));
+        }
+
+        fn cursor(&mut self, _cursor: &crate::qxl::CursorState) {}
+
+        fn take_refresh(&mut self, out: &mut Vec<Rect>) {
+            if self.want.swap(false, Ordering::SeqCst) {
+                out.push(Rect::new(0, 0, 1000, 1000));
+            }
+        }
+    }
+
+    #[test]
+    fn a_listener_follows_the_primary_and_gets_its_pixels() {
+        let ram = Arc::new(MmapRegion::new(usize::try_from(RAM_SIZE).unwrap()).unwrap());
+        let recorder = Recorder::default();
+        let refresh = EventFd::new(EFD_NONBLOCK).unwrap();
+        let listener = Listener::new(Box::new(recorder.clone()), refresh.try_clone().unwrap());
+        let (f, _worker, header) = running_device_over(ram.clone(), Some(listener));
+        set_up_primary_fields(&f, header);
+        f.write(QXL_IO_CREATE_PRIMARY_ASYNC, 0);
+        assert!(eventually(|| take_io_cmd(&f)));
+
+        // The guest writes its first pixel; the listener then asks for the screen.
+        let pixel = ram.get_atomic_ref::<AtomicU32>(0).unwrap();
+        pixel.store(0xff12_3456, Ordering::SeqCst);
+        recorder.want.store(true, Ordering::SeqCst);
+        refresh.write(1).unwrap();
+        // The new surface was cleared (damage), then the refresh read the guest's pixel.
+        let expected = ["create 64x32", "update 64x32 0x0", "update 64x32 0x123456"];
+        assert!(
+            eventually(|| recorder.log.lock().unwrap().as_slice() == expected),
+            "{:?}",
+            recorder.log.lock().unwrap()
+        );
     }
 }
