@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub mod qmp;
+pub mod qxlbench;
 pub mod spice_client;
 pub mod stats;
 
@@ -225,6 +226,11 @@ impl Session {
         })
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything printed so far, lossily decoded.
     pub fn output(&self) -> String {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
@@ -401,8 +407,18 @@ pub fn compile_guest_tool(source: &Path, out: &Path, flags: &[&str]) -> Result<(
 }
 
 /// Builds the project's small QXL guest (tests/guest/qxlbench.c, see its header) and returns
-/// the ELF's path under target/qxlbench/. Safe to call from several test processes at once.
+/// the ELF's path under target/qxlbench/. Safe to call from several test processes and
+/// threads at once: each process builds it once.
 pub fn qxlbench_guest() -> Result<PathBuf> {
+    static BUILT: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
+        std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| build_qxlbench().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn build_qxlbench() -> Result<PathBuf> {
     let dir = repo_root().join("target/qxlbench");
     std::fs::create_dir_all(&dir)?;
     let out = dir.join("qxlbench.elf");

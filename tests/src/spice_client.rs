@@ -237,6 +237,8 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
+    /// While set, the channels read nothing: a client that stopped reading.
+    stalled: std::sync::atomic::AtomicBool,
 }
 
 impl State {
@@ -375,6 +377,14 @@ impl SpiceClient {
             .map_err(|e| wire::io_error("start a channel thread", e))?;
         self.threads.push(thread);
         Ok(())
+    }
+
+    /// Stops reading from every channel (`true`), as a client that hangs would, or reads
+    /// again (`false`). Messages already read are still applied.
+    pub fn stall(&self, stalled: bool) {
+        self.shared
+            .stalled
+            .store(stalled, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The session id from MAIN_INIT.
@@ -650,6 +660,9 @@ type Handler = fn(&mut State, u16, &[u8]) -> Result<(), ClientError>;
 /// Runs a channel until it fails or the client closes it.
 fn read_loop(mut channel: Channel, shared: &Shared, handler: Handler) {
     let error = loop {
+        while shared.stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let message = match channel.next() {
             Ok(message) => message,
             Err(e) => break e,
