@@ -11,6 +11,18 @@
 // register. With the device, a load phase follows the samples (`QB-LOAD-START`): draws until
 // a byte arrives on COM1 (`QB-LOAD-END <rounds>`). The guest then halts for good.
 //
+// Marker mode, for the SPICE benchmark: only when the word `qb.markers` is on the kernel
+// command line the vmm hands over (boot_params.hdr.cmd_line_ptr, the zero page being in %rsi
+// at entry). Then every MARKER_EVERY-th load draw copies a marker tile whose first four pixels
+// are MARKER_TAG and the guest's TSC, 24 bits per pixel from the low bits up (SPICE carries
+// pixels as xRGB, so no top byte is used; normal tiles start with 0xff8000, never the tag).
+// The TSC is read after the draw is laid out and just before it is put on the command ring,
+// which must come first: the device may render it as soon as it is on the ring. To let the
+// host relate the guest's TSC to its own, the guest prints CAL_LINES lines `QB-CAL <tsc>`
+// before `QB-LOAD-START tsc=<tsc>`, and again after `QB-LOAD-END` before
+// `QB-CAL-END tsc=<tsc>`: each line's number is the TSC read just before the previous line's
+// newline was written. Without the word, none of this happens.
+//
 // Phases:
 //   tsc         two back-to-back rdtsc: the timer's own cost, subtracted by the host
 //   bare-exit   out to port 0x80, which nothing claims: a plain exit to user space
@@ -60,6 +72,16 @@ typedef int i32;
 #define ROM_SLOT_GEN_BITS 66
 #define ROM_SLOT_ID_BITS 67
 #define ROM_SLOT_GENERATION 68
+
+/* Marker mode: a draw in this many carries the TSC; see the header. */
+#define MARKER_WORD "qb.markers"
+#define MARKER_EVERY 32
+#define MARKER_TAG 0x3c5aa5
+#define CAL_LINES 16
+#define BOOT_CMDLINE_PTR 0x228
+#define CMDLINE_MAX 2048
+/* The boot page tables map the first 1 GiB; a command line elsewhere is ignored. */
+#define IDENTITY_MAPPED (1UL << 30)
 
 #define WIDTH 640
 #define HEIGHT 480
@@ -172,6 +194,58 @@ static void phase_port(const char *name, u16 port)
     for (int i = 0; i < ROUNDS; i++)
         samples[i] = timed_out(port, 0);
     report(name, ROUNDS);
+}
+
+/* ---- marker mode ----------------------------------------------------------------------- */
+
+static int markers;
+
+/* Whether `word` is one of the space-separated words of the NUL-terminated `line`. */
+static int has_word(const char *line, const char *word)
+{
+    for (int i = 0; i < CMDLINE_MAX && line[i];) {
+        int n = 0;
+        while (word[n] && i + n < CMDLINE_MAX && line[i + n] == word[n])
+            n++;
+        char end = i + n < CMDLINE_MAX ? line[i + n] : 0;
+        if (!word[n] && (end == ' ' || end == 0))
+            return 1;
+        while (i < CMDLINE_MAX && line[i] && line[i] != ' ')
+            i++;
+        while (i < CMDLINE_MAX && line[i] == ' ')
+            i++;
+    }
+    return 0;
+}
+
+/* Turns marker mode on when the kernel command line holds MARKER_WORD. */
+static void read_cmdline(u64 zero_page)
+{
+    if (zero_page == 0 || zero_page + 4096 > IDENTITY_MAPPED)
+        return;
+    u64 cmdline = rd32(zero_page + BOOT_CMDLINE_PTR);
+    if (cmdline == 0 || cmdline + CMDLINE_MAX > IDENTITY_MAPPED)
+        return;
+    markers = has_word((const char *)cmdline, MARKER_WORD);
+}
+
+/*
+ * Prints CAL_LINES lines `QB-CAL <tsc>`, then `<last> tsc=<tsc>`; each number is the TSC read
+ * just before the previous line's newline (0 on the first line).
+ */
+static void calibrate(const char *last)
+{
+    u64 before_newline = 0;
+    for (int i = 0; i < CAL_LINES; i++) {
+        puts_("QB-CAL ");
+        putu(before_newline);
+        before_newline = rdtsc();
+        putc_('\n');
+    }
+    puts_(last);
+    puts_(" tsc=");
+    putu(before_newline);
+    putc_('\n');
 }
 
 /* ---- paging, interrupts ---------------------------------------------------------------- */
@@ -312,11 +386,14 @@ static void device_setup(void)
 /* A DRAW_COPY of a TILE x TILE bitmap, laid out as Linux's qxl_draw_dirty_fb does. */
 #define POOL 8
 static u64 drawables[POOL];
+/* Marker mode: the marker tile's drawable and the address of its bitmap's first pixel. */
+static u64 marker_drawable, marker_pixels;
 
-static void build_draws(void)
+/* Writes a data chunk of the tile's pixels at BAR0 offset `chunk` and, behind it, the image
+ * that points at it; returns the image's offset. */
+static u64 build_image(u64 chunk)
 {
-    u64 area = rd32(rom + ROM_SURFACE0_AREA);
-    u64 chunk = area, image = area + 32 + TILE * TILE * 4, next = image + 64;
+    u64 image = chunk + 32 + TILE * TILE * 4;
     wr32(bar0 + chunk, TILE * TILE * 4);
     wr64(bar0 + chunk + 4, 0);
     wr64(bar0 + chunk + 12, 0);
@@ -336,27 +413,47 @@ static void build_draws(void)
     wr32(img + 28, TILE * 4);
     wr64(img + 32, 0);
     wr64(img + 40, slot_bits | chunk);
-
-    for (int d = 0; d < POOL; d++, next += 256) {
-        u64 p = bar0 + next;
-        for (int i = 0; i < 192; i += 4)
-            wr32(p + i, 0);
-        wr64(p, d + 1); /* release id */
-        wr8(p + 12, 1); /* effect: opaque */
-        wr8(p + 13, 3); /* QXL_DRAW_COPY */
-        for (int i = 0; i < 3; i++)
-            wr32(p + 63 + 4 * i, 0xffffffff);
-        wr64(p + 123, slot_bits | image);
-        wr32(p + 139, TILE); /* src_area bottom */
-        wr32(p + 143, TILE); /* src_area right */
-        wr16(p + 147, 1 << 3); /* SPICE_ROPD_OP_PUT */
-        drawables[d] = next;
-    }
+    return image;
 }
 
-static void place_draw(int round)
+/* Writes a DRAW_COPY of `image` with release id `id` at BAR0 offset `at`. */
+static void build_drawable(u64 at, u64 id, u64 image)
 {
-    u64 p = bar0 + drawables[round % POOL];
+    u64 p = bar0 + at;
+    for (int i = 0; i < 192; i += 4)
+        wr32(p + i, 0);
+    wr64(p, id); /* release id */
+    wr8(p + 12, 1); /* effect: opaque */
+    wr8(p + 13, 3); /* QXL_DRAW_COPY */
+    for (int i = 0; i < 3; i++)
+        wr32(p + 63 + 4 * i, 0xffffffff);
+    wr64(p + 123, slot_bits | image);
+    wr32(p + 139, TILE); /* src_area bottom */
+    wr32(p + 143, TILE); /* src_area right */
+    wr16(p + 147, 1 << 3); /* SPICE_ROPD_OP_PUT */
+}
+
+static void build_draws(void)
+{
+    u64 area = rd32(rom + ROM_SURFACE0_AREA);
+    u64 image = build_image(area), next = image + 64;
+    for (int d = 0; d < POOL; d++, next += 256) {
+        build_drawable(next, d + 1, image);
+        drawables[d] = next;
+    }
+    if (!markers)
+        return;
+
+    u64 marker_image = build_image(next);
+    marker_pixels = bar0 + next + 20;
+    marker_drawable = marker_image + 64;
+    build_drawable(marker_drawable, POOL + 1, marker_image);
+}
+
+/* Lays out `drawable` at the place of draw number `round`, and the update area with it. */
+static void lay_out(u64 drawable, int round)
+{
+    u64 p = bar0 + drawable;
     i32 x = (round * TILE) % WIDTH, y = ((round * TILE) / WIDTH * TILE) % HEIGHT;
     wr32(p + 31, y);
     wr32(p + 35, x);
@@ -367,15 +464,37 @@ static void place_draw(int round)
     wr32(ram + RAM_UPDATE_AREA + 8, y + TILE);
     wr32(ram + RAM_UPDATE_AREA + 12, x + TILE);
     wr32(ram + RAM_UPDATE_SURFACE, 0);
+}
 
+/* Puts `drawable` on the command ring (the device may take it from then on). */
+static void push_draw(u64 drawable)
+{
     u64 ring = ram + RAM_CMD_RING;
     u32 prod = hdr32(RAM_CMD_RING + RING_PROD);
     if (prod - hdr32(RAM_CMD_RING + RING_CONS) >= 32)
         fail("command ring full, prod", prod);
     u64 item = ring + RING_ITEMS + 16 * (prod & 31);
-    wr64(item, slot_bits | drawables[round % POOL]);
+    wr64(item, slot_bits | drawable);
     wr32(item + 8, 1); /* QXL_CMD_DRAW */
     wr32(ring + RING_PROD, prod + 1);
+}
+
+static void place_draw(int round)
+{
+    lay_out(drawables[round % POOL], round);
+    push_draw(drawables[round % POOL]);
+}
+
+/* Like place_draw, with the marker tile stamped with the TSC as late as it can be. */
+static void place_marker(int round)
+{
+    lay_out(marker_drawable, round);
+    u64 tsc = rdtsc();
+    wr32(marker_pixels, MARKER_TAG);
+    wr32(marker_pixels + 4, tsc & 0xffffff);
+    wr32(marker_pixels + 8, (tsc >> 24) & 0xffffff);
+    wr32(marker_pixels + 12, tsc >> 48);
+    push_draw(marker_drawable);
 }
 
 static u64 notify_samples[ROUNDS], irq_samples[ROUNDS];
@@ -409,10 +528,17 @@ static void phase_draws(void)
 /* Draws until a byte arrives on COM1: the load under which the host times its control API. */
 static void phase_load(void)
 {
-    puts_("QB-LOAD-START\n");
+    if (markers)
+        calibrate("QB-LOAD-START");
+    else
+        puts_("QB-LOAD-START\n");
     u64 rounds = 0;
     while (!(inb(0x3fd) & 1)) {
-        place_draw((int)(rounds % 100000));
+        int round = (int)(rounds % 100000);
+        if (markers && rounds % MARKER_EVERY == 0)
+            place_marker(round);
+        else
+            place_draw(round);
         outb(io + IO_NOTIFY_CMD, 0);
         u32 before = irq_count;
         outb(io + IO_UPDATE_AREA_ASYNC, 0);
@@ -426,10 +552,13 @@ static void phase_load(void)
     puts_("QB-LOAD-END ");
     putu(rounds);
     putc_('\n');
+    if (markers)
+        calibrate("QB-CAL-END");
 }
 
-void cmain(void)
+void cmain(u64 zero_page)
 {
+    read_cmdline(zero_page);
     puts_("QB-START\n");
     phase_tsc();
     phase_port("bare-exit", BARE_EXIT_PORT);
@@ -455,6 +584,7 @@ void cmain(void)
 __asm__(".globl _start\n"
         "_start:\n"
         "  lea stack_top(%rip),%rsp\n"
+        "  mov %rsi,%rdi\n" /* the zero page, as the Linux boot protocol passes it */
         "  call cmain\n"
         "1: hlt\n"
         "  jmp 1b\n"

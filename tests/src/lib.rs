@@ -20,6 +20,7 @@ pub mod qmp;
 pub mod qxlbench;
 pub mod spice_client;
 pub mod stats;
+pub mod tsc;
 
 /// The command line tests boot with: quiet, so that the console is not slowed down by
 /// hundreds of kernel messages (each byte is a port exit).

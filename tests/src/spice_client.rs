@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use channel::{Channel, Writer};
 pub use cursor::CursorState;
-use display::Display;
+use display::{Display, DrawLog, DrawRecord};
 use wire::{caps, channel as channel_type, common_cap, display_cap, Bytes, LinkRequest};
 
 /// Largest server message accepted (64 MiB: a raw 32-bit 4096x4096 image fits).
@@ -419,6 +419,27 @@ impl SpiceClient {
         self.shared.lock().stats()
     }
 
+    /// Starts a log of the DRAW_COPY images received from now on, for benchmarks whose guest
+    /// stamps its TSC into the pixels it draws: for each image, the host's TSC when its
+    /// message began to be applied (after it was read whole, under the client's state lock),
+    /// where it landed and its first four decoded pixels. At most `capacity` records are kept
+    /// (never more than [`display::MAX_DRAW_LOG`]); later ones are only counted. Replaces an
+    /// earlier log. Without this call nothing is logged.
+    pub fn log_draws(&self, capacity: usize) {
+        self.shared.lock().display.draw_log = Some(DrawLog::new(capacity));
+    }
+
+    /// Takes the records logged so far and how many did not fit, leaving the log running and
+    /// empty; nothing if no log was started.
+    pub fn take_draw_log(&self) -> (Vec<DrawRecord>, u64) {
+        let mut state = self.shared.lock();
+        state
+            .display
+            .draw_log
+            .as_mut()
+            .map_or((Vec::new(), 0), DrawLog::take)
+    }
+
     /// The cursor channel's state.
     pub fn cursor(&self) -> CursorState {
         self.shared.lock().cursor.clone()
@@ -693,6 +714,9 @@ fn handle_main(state: &mut State, kind: u16, body: &[u8]) -> Result<(), ClientEr
 }
 
 fn handle_display(state: &mut State, kind: u16, body: &[u8]) -> Result<(), ClientError> {
+    if let Some(log) = &mut state.display.draw_log {
+        log.set_arrival(crate::tsc::now());
+    }
     let stats = &mut state.stats;
     stats.display_messages += 1;
     stats.display_bytes += body.len() as u64;

@@ -2,10 +2,10 @@
 //! Small statistics for the benchmarks: percentiles of samples, and min / median / max of a
 //! figure over several runs.
 
-/// The `pct` percentile of `samples` (nearest rank); 0 for no samples.
-pub fn percentile(samples: &[u64], pct: usize) -> u64 {
+/// The `pct` percentile of `samples` (nearest rank); zero for no samples.
+pub fn percentile<T: Ord + Copy + Default>(samples: &[T], pct: usize) -> T {
     if samples.is_empty() {
-        return 0;
+        return T::default();
     }
     let mut sorted = samples.to_vec();
     sorted.sort_unstable();
@@ -37,7 +37,8 @@ mod tests {
         assert_eq!(percentile(&samples, 99), 99);
         assert_eq!(percentile(&samples, 100), 100);
         assert_eq!(percentile(&[7], 99), 7);
-        assert_eq!(percentile(&[], 50), 0);
+        assert_eq!(percentile::<u64>(&[], 50), 0);
+        assert_eq!(percentile(&[-5i64, 3, -1], 50), -1);
     }
 
     #[test]

@@ -81,6 +81,69 @@ pub const PIXMAP_CACHE_PIXELS: u64 = 20 << 20;
 /// All surfaces together may hold at most this many pixels (256 MiB).
 pub const MAX_SURFACE_PIXELS: u64 = 64 << 20;
 
+/// Most records a draw log keeps (see [`DrawLog`]).
+pub const MAX_DRAW_LOG: usize = 100_000;
+
+/// One DRAW_COPY image as the client received it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrawRecord {
+    /// The host's TSC when the display channel began applying the message (set with
+    /// [`DrawLog::set_arrival`]).
+    pub received_tsc: u64,
+    /// The left and top of the destination box.
+    pub dest: (i32, i32),
+    /// The first pixels of the image's top row as decoded (0 past its right edge).
+    pub pixels: [u32; 4],
+}
+
+/// An opt-in, bounded log of DRAW_COPY images, for benchmarks whose guest stamps the time
+/// into the pixels it draws: off unless asked for, and never more than its capacity.
+#[derive(Debug, Default)]
+pub struct DrawLog {
+    capacity: usize,
+    records: Vec<DrawRecord>,
+    dropped: u64,
+    arrival: u64,
+}
+
+impl DrawLog {
+    /// A log that keeps at most `capacity` records (at most [`MAX_DRAW_LOG`]).
+    pub fn new(capacity: usize) -> Self {
+        DrawLog {
+            capacity: capacity.min(MAX_DRAW_LOG),
+            ..DrawLog::default()
+        }
+    }
+
+    /// Sets the arrival time of the message about to be applied.
+    pub fn set_arrival(&mut self, tsc: u64) {
+        self.arrival = tsc;
+    }
+
+    /// Takes the records so far and how many did not fit, leaving the log empty.
+    pub fn take(&mut self) -> (Vec<DrawRecord>, u64) {
+        let records = std::mem::take(&mut self.records);
+        (records, std::mem::take(&mut self.dropped))
+    }
+
+    fn record(&mut self, dest: &Rect, image: &Pixmap) {
+        if self.records.len() >= self.capacity {
+            self.dropped += 1;
+            return;
+        }
+        let mut pixels = [0; 4];
+        let row = image.pixels.iter().take(image.width as usize);
+        for (slot, pixel) in pixels.iter_mut().zip(row) {
+            *slot = *pixel;
+        }
+        self.records.push(DrawRecord {
+            received_tsc: self.arrival,
+            dest: (dest.left, dest.top),
+            pixels,
+        });
+    }
+}
+
 /// A client surface.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Surface {
@@ -113,6 +176,8 @@ pub struct Display {
     pub mark: bool,
     /// How many images of each SPICE_IMAGE_TYPE_* were drawn.
     pub image_kinds: BTreeMap<u8, u64>,
+    /// The DRAW_COPY images received, when a benchmark asked for them.
+    pub draw_log: Option<DrawLog>,
 }
 
 /// The common start of draw messages: surface, destination box and clip.
@@ -287,6 +352,9 @@ impl Display {
 
         let src = self.image_source(body, image_offset)?;
         check_inside(&src_area, &src, "DRAW_COPY source area")?;
+        if let Some(log) = &mut self.draw_log {
+            log.record(&base.area, &src);
+        }
         let surface = self.surface_mut(base.surface_id)?;
         let mask = surface.alpha_mask();
         let origin = (src_area.left, src_area.top);
@@ -550,6 +618,39 @@ pub(crate) mod tests {
         assert_eq!(p[20 * 16 + 10..20 * 16 + 13], [1, 2, 3]);
         assert_eq!(p[21 * 16 + 10..21 * 16 + 13], [4, 5, 6]);
         assert_eq!(p.iter().filter(|&&v| v != 0).count(), 6);
+    }
+
+    #[test]
+    fn the_draw_log_keeps_first_pixels_up_to_its_capacity() {
+        let mut display = display_with_primary(16, 4);
+        display.draw_log = Some(DrawLog::new(2));
+        let images: [&[u32]; 3] = [&[1, 2, 3, 4, 5], &[6, 7], &[8]];
+        for (i, image) in (0u8..).zip(images) {
+            let width = u32::try_from(image.len()).unwrap();
+            display
+                .draw_log
+                .as_mut()
+                .unwrap()
+                .set_arrival(100 + u64::from(i));
+            let body = copy((i32::from(i), 2), &[], (width, 1), image, (0, 0));
+            display.handle(msg::DRAW_COPY, &body).unwrap();
+        }
+
+        let (records, dropped) = display.draw_log.as_mut().unwrap().take();
+        let first = DrawRecord {
+            received_tsc: 100,
+            dest: (0, 2),
+            pixels: [1, 2, 3, 4],
+        };
+        let second = DrawRecord {
+            received_tsc: 101,
+            dest: (1, 2),
+            pixels: [6, 7, 0, 0],
+        };
+        assert_eq!(records, [first, second]);
+        assert_eq!(dropped, 1, "the third image did not fit");
+        assert_eq!(display.draw_log.as_mut().unwrap().take(), (vec![], 0));
+        assert_eq!(DrawLog::new(usize::MAX).capacity, MAX_DRAW_LOG);
     }
 
     #[test]
