@@ -87,12 +87,41 @@ printf '\033[2J\033[HVMM FBCON TEXT LINE\n' > /dev/tty0
 sleep 2
 echo "PATTERN-READY fbcon"
 read ack
+# C24: mode switches as xrandr makes them; each mode is shown until the host says go.
+/patterns/modeset list
+/patterns/modeset @MODES@
+/patterns/modeset cycle 25 @MODES@
+dmesg | grep -iE 'qxl|drm' | grep -iE 'error|fail|alloc' | sed 's/^/GUEST-ERROR /'
+echo "MODES-DONE"
 "#;
 
-/// The host side, next to the vmm: wait for each marker, then for the device to go quiet (its
-/// command count unchanged over two polls half a second apart: the guest's flush may still be
-/// arriving under load), take a screendump, say go.
-fn host_script(dir: &Path, names: &[&str], vmm_args: &str) -> String {
+/// The modes switched to, in this order (C24): what desktops use, up to 4K, and back. With
+/// the default 16 MiB primary surface area the stock driver offers up to 2560x1600
+/// (16,384,000 bytes, the largest that fits); 2560x1440 is not in its list, 4K does not fit.
+const MODES: [(usize, usize); 5] = [
+    (1920, 1080),
+    (2560, 1600),
+    (2560, 1440),
+    (3840, 2160),
+    (1024, 768),
+];
+
+fn mode_name((w, h): (usize, usize)) -> String {
+    format!("{w}x{h}")
+}
+
+/// One screen the host waits for: the marker that it is showing (then a screendump named
+/// `name`), or one of the markers that it was skipped.
+struct Step {
+    name: String,
+    ready: String,
+    skipped: Vec<String>,
+}
+
+/// The host side, next to the vmm: wait for each step's marker, then for the device to go
+/// quiet (its command count unchanged over two polls half a second apart: the guest's flush
+/// may still be arriving under load), take a screendump, say go.
+fn host_script(dir: &Path, steps: &[Step], vmm_args: &str) -> String {
     let qmp = repo_root().join("target/debug/qmp");
     let mut script = format!(
         "set -e\ncd {dir}\nrm -f in serial.log api.sock\nmkfifo in\n\
@@ -101,13 +130,16 @@ fn host_script(dir: &Path, names: &[&str], vmm_args: &str) -> String {
         dir = dir.display(),
         vmm = vmm_binary().display(),
     );
-    for name in names.iter().chain(["fbcon"].iter()) {
+    for step in steps {
+        let (name, ready) = (&step.name, &step.ready);
+        let skipped: String = step.skipped.iter().map(|m| format!(" -e '{m}'")).collect();
         script.push_str(&format!(
-            "n=0; until grep -q 'PATTERN-READY {name}' serial.log; do \
+            "n=0; until grep -q -e '{ready}'{skipped} serial.log; do \
              n=$((n+1)); [ $n -lt 1500 ] || {{ echo no marker {name}; cat serial.log; exit 1; }}; \
              kill -0 $vmm || {{ wait $vmm; rc=$?; echo vmm died: $rc; cat serial.log; \
              exit $rc; }}; \
              sleep 0.2; done\n\
+             if grep -q -e '{ready}' serial.log; then\n\
              quiet=0; last=; n=0; while [ $quiet -lt 2 ] && [ $n -lt 60 ]; do n=$((n+1)); \
              now=$({qmp} {dir}/api.sock '{{\"execute\":\"query-qxl\"}}' \
              | grep -o '\"commands\":[0-9]*' || true); \
@@ -115,7 +147,7 @@ fn host_script(dir: &Path, names: &[&str], vmm_args: &str) -> String {
              last=$now; sleep 0.5; done\n\
              {qmp} {dir}/api.sock '{{\"execute\":\"screendump\",\
              \"arguments\":{{\"filename\":\"{dir}/{name}.png\"}}}}'\n\
-             echo go >&3\n",
+             echo go >&3\nfi\n",
             qmp = qmp.display(),
             dir = dir.display(),
         ));
@@ -138,9 +170,13 @@ fn initramfs_with_patterns(dir: &Path, patterns: &[(&str, Frame)]) -> PathBuf {
     }
     let names: Vec<&str> = patterns.iter().map(|(n, _)| *n).collect();
     std::fs::write(tree.join("patterns/list"), names.join("\n")).unwrap();
-    std::fs::write(tree.join("patterns/draw.sh"), GUEST_SCRIPT).unwrap();
-    let source = repo_root().join("tests/guest/fbwrite.c");
-    compile_guest_tool(&source, &tree.join("patterns/fbwrite"), &["-Os"]).unwrap();
+    let modes: Vec<String> = MODES.iter().copied().map(mode_name).collect();
+    let script = GUEST_SCRIPT.replace("@MODES@", &modes.join(" "));
+    std::fs::write(tree.join("patterns/draw.sh"), script).unwrap();
+    for tool in ["fbwrite", "modeset"] {
+        let source = repo_root().join(format!("tests/guest/{tool}.c"));
+        compile_guest_tool(&source, &tree.join(format!("patterns/{tool}")), &["-Os"]).unwrap();
+    }
 
     let extra = dir.join("patterns.cpio");
     let status = Command::new("sh")
@@ -196,10 +232,32 @@ fn stock_qxl_driver_shows_patterns_pixel_exact_and_fbcon_text() {
     let initramfs = initramfs_with_patterns(&dir, &patterns);
     let mut args = guest_args(1, &run_cmdline("sh /patterns/draw.sh"));
     args[3] = initramfs.display().to_string();
-    let names: Vec<&str> = patterns.iter().map(|(n, _)| *n).collect();
+    let mut steps: Vec<Step> = patterns
+        .iter()
+        .map(|(name, _)| Step {
+            name: name.to_string(),
+            ready: format!("PATTERN-READY {name}"),
+            skipped: Vec::new(),
+        })
+        .collect();
+    steps.push(Step {
+        name: "fbcon".into(),
+        ready: "PATTERN-READY fbcon".into(),
+        skipped: Vec::new(),
+    });
+    steps.extend(MODES.iter().map(|&mode| {
+        Step {
+            name: mode_name(mode),
+            ready: format!("MODESET-OK {}", mode_name(mode)),
+            skipped: ["NOMODE", "FAILED", "ERROR"]
+                .iter()
+                .map(|outcome| format!("MODESET-{outcome} {}", mode_name(mode)))
+                .collect(),
+        }
+    }));
     let script = host_script(
         &dir,
-        &names,
+        &steps,
         &args
             .iter()
             .map(|a| format!("'{a}'"))
@@ -247,6 +305,53 @@ fn stock_qxl_driver_shows_patterns_pixel_exact_and_fbcon_text() {
         "screen below the text is not black"
     );
 
+    check_modes(&dir, &output);
+
     let stats = std::fs::read_to_string(dir.join("query-qxl.json")).unwrap();
     assert!(stats.contains("\"drawables\""), "{stats}");
+}
+
+/// C24: each mode the guest switched to either showed its pattern at its size, pixel for
+/// pixel, or was not offered; switching back and forth left no errors in the guest.
+fn check_modes(dir: &Path, output: &str) {
+    let offered = output
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("MODES "))
+        .unwrap_or_else(|| panic!("no mode list:\n{output}"));
+    for mode in MODES {
+        let name = mode_name(mode);
+        let shown = output.contains(&format!("MODESET-OK {name}"));
+        let listed = offered.split(' ').any(|m| m == name);
+        assert!(
+            !output.contains(&format!("MODESET-FAILED {name}")),
+            "{name}: refused\n{output}"
+        );
+        assert_eq!(
+            shown, listed,
+            "{name}: shown {shown}, offered {listed} ({offered})"
+        );
+        if !shown {
+            eprintln!("mode {name}: not offered by the guest's driver");
+            continue;
+        }
+        let png = dir.join(format!("{name}.png"));
+        assert!(png.exists(), "{name}: no screendump:\n{output}");
+        let (width, height, got) = read_png(&png);
+        assert_eq!((width, height), mode, "{name}: the screendump's size");
+        let want = |i: usize| ((i % width) & 0xff) << 16 | ((i / width) & 0xff) << 8 | 0x5a;
+        let wrong = (0..got.len()).find(|&i| got[i] as usize != want(i));
+        assert_eq!(wrong, None, "{name}: first wrong pixel");
+        eprintln!("mode {name}: shown pixel for pixel");
+    }
+    assert!(output.contains("MODESET-OK 1024x768"), "{output}");
+    assert!(output.contains("MODESET-CYCLED ok="), "{output}");
+    assert!(
+        output.contains("failed=0"),
+        "mode switches failed in the cycle:\n{output}"
+    );
+    assert!(
+        !output.contains("GUEST-ERROR"),
+        "the guest logged errors:\n{output}"
+    );
+    assert!(output.contains("MODES-DONE"), "{output}");
 }

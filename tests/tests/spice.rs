@@ -191,7 +191,8 @@ fn c13_bad_connections_leave_the_guest_and_other_clients_alone() {
     vanishing.write_all(b"REDQ").unwrap();
     drop(vanishing);
 
-    assert!(guest.drawables() > drawn, "the guest drew on");
+    let drew_on = guest.wait_for(Duration::from_secs(10), |g| g.drawables() > drawn);
+    assert!(drew_on, "the guest drew on");
     let client = connect(addr, None);
     draw_whole_screen(&mut guest);
     assert_eq!(first_wrong_pixel(&quiet_screen(&client)), None);

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //! A user's view: the Debian guest boots under the vmm with `--spice`; remote-viewer (Debian's
 //! virt-viewer, spice-gtk) under Xvfb shows its console, text typed into the viewer with
-//! xdotool runs in the guest's shell, and a mouse click reaches the guest's mouse driver.
+//! xdotool runs in the guest's shell, a mouse click reaches the guest's mouse driver, and
+//! extended keys from a SPICE client arrive as the right key codes (C20).
 //!
 //! In the nested-KVM test host the vmm listens on the test host's own address and the port is
 //! forwarded to this machine's 127.0.0.1, where the viewer and the test's own SPICE client run.
@@ -113,8 +114,8 @@ fn lit(pixels: &[u32]) -> usize {
 }
 
 #[test]
-fn remote_viewer_shows_the_console_types_and_clicks() {
-    let test = "remote_viewer_shows_the_console_types_and_clicks";
+fn remote_viewer_shows_the_console_types_and_clicks_and_keys_arrive() {
+    let test = "remote_viewer_shows_the_console_types_and_clicks_and_keys_arrive";
     let Some(place) = require_boot_place(test) else {
         return;
     };
@@ -244,9 +245,68 @@ fn remote_viewer_shows_the_console_types_and_clicks() {
         .take_while(char::is_ascii_digit)
         .collect();
     let presses = count.parse::<u32>().unwrap_or(0);
+    let done_mouse = at;
     assert!(
         presses >= 1,
         "no BTN_LEFT press reached the guest:\n{}",
         &output[watching..]
     );
+
+    // C20: extended keys sent by a SPICE client arrive as the right Linux key codes on the
+    // guest's AT keyboard, each pressed and released once.
+    let client = SpiceClient::connect_with(addr, &options).unwrap();
+    vmm.send(
+        "for d in /sys/class/input/event*; do case \"$(cat $d/device/name)\" in \
+         *'AT Translated'*) cat /dev/input/${d##*/} > /tmp/kbd.bin & ;; esac; done; \
+         echo KBD-WATCH-$((6*7))\n",
+    )
+    .unwrap();
+    let watching = vmm
+        .expect_after(done_mouse, "KBD-WATCH-42", Duration::from_secs(60))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    for (scancode, _) in EXTENDED_KEYS {
+        client.key(scancode, true).unwrap();
+        client.key(scancode, false).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    vmm.send(
+        "od -An -v -tu2 -w24 /tmp/kbd.bin > /tmp/kbd.txt; keys=; \
+         while read a b c d e f g h kind code value rest; do \
+         [ \"$kind\" = 1 ] && [ \"$value\" != 2 ] && keys=\"$keys $code:$value\"; \
+         done < /tmp/kbd.txt; echo KEY''S=$keys.\n",
+    )
+    .unwrap();
+    let at = vmm
+        .expect_after(watching, "KEYS=", Duration::from_secs(60))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let output = vmm.output();
+    let seen: String = output[at..].chars().take_while(|&c| c != '.').collect();
+    let want: Vec<String> = EXTENDED_KEYS
+        .iter()
+        .flat_map(|(_, code)| [format!("{code}:1"), format!("{code}:0")])
+        .collect();
+    assert_eq!(
+        seen.split_whitespace().collect::<Vec<_>>(),
+        want,
+        "key events in the guest"
+    );
 }
+
+/// C20's keys as SPICE sends them (set 1, bytes least significant first: 0x48e0 is E0 48)
+/// and the Linux key code each must become.
+const EXTENDED_KEYS: [(u32, u16); 11] = [
+    (0x48e0, 103), // Up
+    (0x4be0, 105), // Left
+    (0x1de0, 97),  // Right Ctrl
+    (0x38e0, 100), // Right Alt
+    (0x48, 72),    // keypad 8
+    (0x1ce0, 96),  // keypad Enter
+    (0x35e0, 98),  // keypad /
+    (0x52e0, 110), // Insert
+    (0x53e0, 111), // Delete
+    (0x47e0, 102), // Home
+    (0x4fe0, 107), // End
+];
