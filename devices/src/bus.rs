@@ -126,6 +126,13 @@ impl Bus {
         ranges.remove(&base).is_some()
     }
 
+    /// Unmaps every device. Devices that map themselves (PCI BARs) hold the bus, so a VM's
+    /// buses must be cleared when it ends for its devices to be dropped.
+    pub fn clear(&self) {
+        let ranges = std::mem::take(&mut *self.ranges.write().unwrap_or_else(|e| e.into_inner()));
+        drop(ranges);
+    }
+
     /// Finds the device covering `[addr, addr + size)` and returns its base and a handle.
     fn find(&self, addr: u64, size: usize) -> Option<(u64, BusEntry)> {
         let ranges = self.ranges.read().unwrap_or_else(|e| e.into_inner());

@@ -23,6 +23,10 @@
 // `QB-CAL-END tsc=<tsc>`: each line's number is the TSC read just before the previous line's
 // newline was written. Without the word, none of this happens.
 //
+// Reboot mode, for tests of guest reboots: with the word `qb.reboot`, the guest sets the
+// device up, covers the screen with tiles, prints `QB-REBOOT` and resets the machine through
+// the i8042 (command 0xfe), as Linux's `reboot` does; every boot does the same.
+//
 // Phases:
 //   tsc         two back-to-back rdtsc: the timer's own cost, subtracted by the host
 //   bare-exit   out to port 0x80, which nothing claims: a plain exit to user space
@@ -75,6 +79,7 @@ typedef int i32;
 
 /* Marker mode: a draw in this many carries the TSC; see the header. */
 #define MARKER_WORD "qb.markers"
+#define REBOOT_WORD "qb.reboot"
 #define MARKER_EVERY 32
 #define MARKER_TAG 0x3c5aa5
 #define CAL_LINES 16
@@ -198,7 +203,7 @@ static void phase_port(const char *name, u16 port)
 
 /* ---- marker mode ----------------------------------------------------------------------- */
 
-static int markers;
+static int markers, reboot;
 
 /* Whether `word` is one of the space-separated words of the NUL-terminated `line`. */
 static int has_word(const char *line, const char *word)
@@ -227,6 +232,7 @@ static void read_cmdline(u64 zero_page)
     if (cmdline == 0 || cmdline + CMDLINE_MAX > IDENTITY_MAPPED)
         return;
     markers = has_word((const char *)cmdline, MARKER_WORD);
+    reboot = has_word((const char *)cmdline, REBOOT_WORD);
 }
 
 /*
@@ -556,6 +562,25 @@ static void phase_load(void)
         calibrate("QB-CAL-END");
 }
 
+/* Covers the screen with tiles, then resets the machine as Linux's reboot does. */
+static void phase_reboot(void)
+{
+    for (int round = 0; round < (WIDTH / TILE) * (HEIGHT / TILE); round++) {
+        place_draw(round);
+        outb(io + IO_NOTIFY_CMD, 0);
+        u32 before = irq_count;
+        outb(io + IO_UPDATE_AREA_ASYNC, 0);
+        wait_irq(before);
+        take_pending();
+        outb(io + IO_UPDATE_IRQ, 0);
+        wr32(ram + RAM_RELEASE_RING + RING_CONS, hdr32(RAM_RELEASE_RING + RING_PROD));
+    }
+    puts_("QB-REBOOT\n");
+    outb(0x64, 0xfe);
+    for (;;)
+        __asm__ volatile("cli; hlt");
+}
+
 void cmain(u64 zero_page)
 {
     read_cmdline(zero_page);
@@ -572,6 +597,8 @@ void cmain(u64 zero_page)
         pci_setup();
         device_setup();
         build_draws();
+        if (reboot)
+            phase_reboot();
         phase_draws();
         phase_load();
     }

@@ -37,6 +37,7 @@ use crate::exit::{VmExit, VmStop};
 use crate::irq::IrqRouting;
 use crate::pause::Pause;
 use crate::serial_io::{spawn_output_writer, ExitWatcher, SerialInput};
+use crate::spice::SpiceRuntime;
 use crate::terminal::RawTerminal;
 use crate::vcpu::{self, VcpuBuses};
 
@@ -140,8 +141,6 @@ struct Devices {
     display: Option<Arc<display::DisplayHandle>>,
     /// Types keys and moves the mouse on the i8042.
     input: InputHandle,
-    /// The SPICE server, serving until the VMM exits.
-    _spice: Option<::spice::SpiceServer>,
 }
 
 fn open_kvm() -> Result<Kvm, VmmError> {
@@ -263,6 +262,7 @@ fn create_devices(
     vm: &Arc<VmFd>,
     config: &VmConfig,
     exit: &Arc<VmExit>,
+    spice: Option<&SpiceRuntime>,
 ) -> Result<Devices, VmmError> {
     let buses = VcpuBuses {
         io: Arc::new(Bus::new()),
@@ -276,7 +276,6 @@ fn create_devices(
         fifo_empty_evt: None,
         display: None,
         input,
-        _spice: None,
     };
     if config.serial != SerialConfig::Off {
         add_serial(vm, &mut devices)?;
@@ -302,14 +301,9 @@ fn create_devices(
     )?;
 
     if config.display == DisplayConfig::Qxl {
-        let listener = match &config.spice {
-            Some(options) => {
-                let (server, listener) = crate::spice::start(options, devices.input.clone())?;
-                devices._spice = Some(server);
-                Some(listener)
-            }
-            None => None,
-        };
+        let listener = spice
+            .map(|spice| spice.attach(devices.input.clone()))
+            .transpose()?;
         let routing = IrqRouting::new(vm.clone());
         let mut root = pci.lock().unwrap_or_else(|e| e.into_inner());
         let buses = &devices.buses;
@@ -411,7 +405,9 @@ fn serial_writer(config: &VmConfig) -> Result<Option<Box<dyn Write + Send>>, Vmm
     }
 }
 
-/// Builds the VM described by `config` and runs it to the end.
+/// Builds the VM described by `config` and runs it to the end. A guest reboot builds and
+/// boots a fresh VM in its place (the SPICE server and its clients stay), unless
+/// `config.reboot` is off, in which case it ends the run like a power-off.
 pub fn run(config: &VmConfig) -> Result<RunOutcome, VmmError> {
     let kernel = KernelImage::open(&config.kernel)?;
     kernel.check_cmdline(&config.cmdline)?;
@@ -420,6 +416,30 @@ pub fn run(config: &VmConfig) -> Result<RunOutcome, VmmError> {
     }
     let kvm = open_kvm()?;
     check_resources(&kvm, config)?;
+    let spice = config.spice.as_ref().map(SpiceRuntime::start).transpose()?;
+
+    let mut boots = 0u64;
+    loop {
+        boots += 1;
+        let outcome = boot(&kvm, config, spice.as_ref())?;
+        if let Some(spice) = &spice {
+            spice.detach();
+        }
+        if outcome != RunOutcome::Reset || !config.reboot {
+            return Ok(outcome);
+        }
+        log::info!("the guest rebooted (boot {boots} ended); booting it again");
+    }
+}
+
+/// Builds one VM, runs it until it stops, and tears it down: every thread it started is
+/// joined and its memory unmapped before this returns.
+fn boot(
+    kvm: &Kvm,
+    config: &VmConfig,
+    spice: Option<&SpiceRuntime>,
+) -> Result<RunOutcome, VmmError> {
+    let kernel = KernelImage::open(&config.kernel)?;
     let out = serial_writer(config)?;
     log::info!(
         "booting {} kernel {}",
@@ -427,20 +447,27 @@ pub fn run(config: &VmConfig) -> Result<RunOutcome, VmmError> {
         config.kernel.display()
     );
 
-    let vm = Arc::new(create_vm(&kvm)?);
+    let vm = Arc::new(create_vm(kvm)?);
     let mem = create_memory(&vm, config.memory_size)?;
     let entry = load_guest(&mem, kernel, config)?;
 
     let exit = Arc::new(VmExit::new().map_err(|e| VmmError::Host("the exit event", e))?);
-    let devices = create_devices(&vm, config, &exit)?;
-    let vcpus = create_vcpus(&kvm, &vm, config.vcpus, entry)?;
+    let devices = create_devices(&vm, config, &exit, spice)?;
+    let vcpus = create_vcpus(kvm, &vm, config.vcpus, entry)?;
 
-    let outcome = run_vm(config, vcpus, devices, out, &exit);
-    // Guest memory stays mapped until the process exits: vCPU threads may still be in
-    // KVM_RUN when this returns.
-    std::mem::forget(mem);
-    std::mem::forget(vm);
-    outcome
+    // run_vm ends and joins the vCPU threads before it returns, so the guest memory and the
+    // VM (dropped here, after the devices that hold it) are no longer in use.
+    run_vm(config, vcpus, devices, out, &exit)
+}
+
+fn run_until_stop(
+    manager: &mut EventManager<Box<dyn MutEventSubscriber + Send>>,
+    fired: &AtomicBool,
+) -> Result<(), VmmError> {
+    while !fired.load(Ordering::SeqCst) {
+        manager.run().map_err(VmmError::EventLoop)?;
+    }
+    Ok(())
 }
 
 fn run_vm(
@@ -491,20 +518,29 @@ fn run_vm(
     };
 
     for (id, vcpu) in (0u8..).zip(vcpus) {
-        let thread = vcpu::spawn(id, vcpu, devices.buses.clone(), exit.clone(), pause.clone())
-            .map_err(|e| VmmError::Host("a vCPU thread", e))?;
-        pause.add_vcpu_thread(thread);
+        match vcpu::spawn(id, vcpu, devices.buses.clone(), exit.clone(), pause.clone()) {
+            Ok(thread) => pause.add_vcpu_thread(thread),
+            Err(e) => {
+                pause.end_vcpus();
+                return Err(VmmError::Host("a vCPU thread", e));
+            }
+        }
     }
 
-    while !fired.load(Ordering::SeqCst) {
-        manager.run().map_err(VmmError::EventLoop)?;
-    }
+    let ran = run_until_stop(&mut manager, &fired);
+    pause.end_vcpus();
+    ran?;
 
+    // The writer thread ends once its queue is closed (within its 500 ms poll); it is not
+    // joined, since a stuck terminal may hold it in a write.
     if let Some(output) = &devices.serial_output {
         output.wait_empty(Duration::from_secs(2));
+        output.close();
     }
     drop(writer);
     drop(raw_terminal);
+    devices.buses.io.clear();
+    devices.buses.mmio.clear();
 
     match exit.reason() {
         Some(VmStop::Guest(devices::ExitRequest::PowerOff)) => Ok(RunOutcome::PowerOff),

@@ -158,6 +158,10 @@ pub struct Cli {
     #[arg(long, value_name = "port=N,...")]
     pub spice: Option<String>,
 
+    /// End the VMM when the guest reboots (exit status 0) instead of booting it again.
+    #[arg(long)]
+    pub no_reboot: bool,
+
     /// Serve the control socket (QMP-shaped JSON: query-status, query-qxl, screendump,
     /// quit) on this Unix socket path.
     #[arg(long, value_name = "PATH")]
@@ -189,6 +193,8 @@ pub struct VmConfig {
     pub api_socket: Option<PathBuf>,
     /// The SPICE server, if any.
     pub spice: Option<SpiceOptions>,
+    /// Whether a guest reboot boots a fresh VM (true) or ends the VMM.
+    pub reboot: bool,
 }
 
 impl TryFrom<&Cli> for VmConfig {
@@ -205,6 +211,7 @@ impl TryFrom<&Cli> for VmConfig {
             display: parse_display(&cli.display)?,
             api_socket: cli.api_socket.clone(),
             spice: cli.spice.as_deref().map(parse_spice).transpose()?,
+            reboot: !cli.no_reboot,
         }
         .checked()
     }

@@ -66,6 +66,8 @@ pub fn register_vcpu_thread(run: *mut kvm_run) {
 pub struct Pause {
     /// A pause was asked for; read by each vCPU before each `KVM_RUN`.
     requested: AtomicBool,
+    /// The VM is being torn down: parked and kicked vCPUs end their threads.
+    ending: AtomicBool,
     parked: Mutex<u8>,
     resumed: Condvar,
     /// The vCPU threads, kept joinable so that their ids stay valid for `pthread_kill`.
@@ -79,6 +81,7 @@ impl Pause {
         install_handler();
         Pause {
             requested: AtomicBool::new(false),
+            ending: AtomicBool::new(false),
             parked: Mutex::new(0),
             resumed: Condvar::new(),
             threads: Mutex::new(Vec::new()),
@@ -129,13 +132,34 @@ impl Pause {
     }
 
     /// Called by a vCPU thread that saw [`Pause::is_requested`]: waits for the resume.
-    pub fn park(&self) {
+    /// Returns false when the VM is ending instead: the thread must end.
+    pub fn park(&self) -> bool {
         let mut parked = self.lock_parked();
         *parked += 1;
-        while self.requested.load(Ordering::Acquire) {
+        while self.requested.load(Ordering::Acquire) && !self.ending.load(Ordering::Acquire) {
             parked = self.resumed.wait(parked).unwrap_or_else(|e| e.into_inner());
         }
         *parked -= 1;
+        !self.ending.load(Ordering::Acquire)
+    }
+
+    /// Ends every vCPU thread: kicks them out of `KVM_RUN` (or a pause) and joins them. A
+    /// vCPU waiting for a synchronous device request ends when that request completes.
+    pub fn end_vcpus(&self) {
+        {
+            let _parked = self.lock_parked();
+            self.ending.store(true, Ordering::Release);
+            self.requested.store(true, Ordering::Release);
+            self.resumed.notify_all();
+        }
+        let threads = std::mem::take(&mut *self.lock_threads());
+        for thread in &threads {
+            // SAFETY: as in `stop`: the thread is joinable and not yet joined.
+            unsafe { libc::pthread_kill(thread.as_pthread_t(), kick_signal()) };
+        }
+        for thread in threads {
+            let _ = thread.join();
+        }
     }
 
     /// vCPUs parked right now.

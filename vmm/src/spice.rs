@@ -6,9 +6,13 @@
 //! and never makes the thread wait for a socket (see the `spice` crate). When the server wants
 //! parts of the screen again (a new client, or a client that fell behind), it signals an
 //! eventfd that wakes the display thread, which answers from the rendered surface.
+//!
+//! The server lives as long as the VMM: when the guest reboots, the fresh VM attaches to it
+//! again, so connected clients stay and see the new boot.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use devices::legacy::{InputHandle, MouseButton};
 use devices::qxl::{self, worker::Listener, CursorState, DisplayListener};
@@ -35,33 +39,70 @@ pub enum SpiceStartError {
     Server(#[from] spice::SpiceError),
 }
 
-/// Starts the server on `options`, with input going to `input`. Returns it (it serves until
-/// dropped) and the listener to give the QXL display thread.
-pub fn start(
-    options: &SpiceOptions,
-    input: InputHandle,
-) -> Result<(SpiceServer, Listener), SpiceStartError> {
-    let password = match &options.password_file {
-        Some(path) => Some(read_password(path)?),
-        None => None,
-    };
-    let config = SpiceConfig {
-        addr: options.addr,
-        port: options.port,
-        password,
-    };
+/// The SPICE server for the life of the VMM, across guest reboots: each boot's VM attaches to
+/// it, so that a connected client stays connected and sees the new boot.
+pub struct SpiceRuntime {
+    /// Serves until the VMM exits (dropping it stops the server).
+    _server: SpiceServer,
+    sink: DisplaySink,
+    /// Signalled by the server when it wants parts of the screen again; the current display
+    /// thread listens on a clone.
+    refresh_evt: EventFd,
+    /// The current VM's keyboard and mouse, if a VM is attached.
+    input: Arc<Mutex<Option<InputHandle>>>,
+}
 
-    let refresh_evt = EventFd::new(EFD_NONBLOCK).map_err(SpiceStartError::Event)?;
-    let wake = refresh_evt.try_clone().map_err(SpiceStartError::Event)?;
-    let refresh = Box::new(move || {
-        // Fails only when the counter is full, and then the display thread is awake anyway.
-        let _ = wake.write(1);
-    });
-    let (server, sink) = SpiceServer::start(config, Box::new(SpiceInput(input)), refresh)?;
-    log::info!("SPICE server listening on {}", server.local_addr());
+impl SpiceRuntime {
+    /// Starts the server on `options`.
+    pub fn start(options: &SpiceOptions) -> Result<Self, SpiceStartError> {
+        let password = match &options.password_file {
+            Some(path) => Some(read_password(path)?),
+            None => None,
+        };
+        let config = SpiceConfig {
+            addr: options.addr,
+            port: options.port,
+            password,
+        };
 
-    let listener = Listener::new(Box::new(SpiceDisplay::new(sink)), refresh_evt);
-    Ok((server, listener))
+        let refresh_evt = EventFd::new(EFD_NONBLOCK).map_err(SpiceStartError::Event)?;
+        let wake = refresh_evt.try_clone().map_err(SpiceStartError::Event)?;
+        let refresh = Box::new(move || {
+            // Fails only when the counter is full, and then the display thread is awake anyway.
+            let _ = wake.write(1);
+        });
+        let input = Arc::new(Mutex::new(None));
+        let sink_input = Box::new(SpiceInput(input.clone()));
+        let (server, sink) = SpiceServer::start(config, sink_input, refresh)?;
+        log::info!("SPICE server listening on {}", server.local_addr());
+        Ok(SpiceRuntime {
+            _server: server,
+            sink,
+            refresh_evt,
+            input,
+        })
+    }
+
+    /// Attaches a freshly built VM: input goes to its i8042, and the returned listener, given
+    /// to its QXL display thread, shows its screen.
+    pub fn attach(&self, input: InputHandle) -> Result<Listener, SpiceStartError> {
+        *lock(&self.input) = Some(input);
+        let refresh_evt = self
+            .refresh_evt
+            .try_clone()
+            .map_err(SpiceStartError::Event)?;
+        let display = SpiceDisplay::new(self.sink.clone());
+        Ok(Listener::new(Box::new(display), refresh_evt))
+    }
+
+    /// Detaches the VM that is going away: input is dropped until the next one attaches.
+    pub fn detach(&self) {
+        *lock(&self.input) = None;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The first line of `path`, without its line ending.
@@ -85,6 +126,14 @@ struct SpiceDisplay {
 impl SpiceDisplay {
     fn new(sink: DisplaySink) -> Self {
         SpiceDisplay { sink, shape: None }
+    }
+}
+
+impl Drop for SpiceDisplay {
+    /// The display device is gone with its VM (a reboot): the client shows no surface until
+    /// the next boot creates one.
+    fn drop(&mut self) {
+        self.sink.primary_destroyed();
     }
 }
 
@@ -148,20 +197,29 @@ impl DisplayListener for SpiceDisplay {
     }
 }
 
-/// Types and points on the i8042 for the SPICE inputs channel.
-struct SpiceInput(InputHandle);
+/// Types and points on the current VM's i8042 for the SPICE inputs channel. The lock is held
+/// only to queue bytes in the i8042 model, never across I/O.
+struct SpiceInput(Arc<Mutex<Option<InputHandle>>>);
+
+impl SpiceInput {
+    fn with(&self, f: impl FnOnce(&InputHandle)) {
+        if let Some(input) = lock(&self.0).as_ref() {
+            f(input);
+        }
+    }
+}
 
 impl InputSink for SpiceInput {
     fn key_down(&mut self, scancode: u32) {
-        self.0.key_packed(scancode);
+        self.with(|input| input.key_packed(scancode));
     }
 
     fn key_up(&mut self, scancode: u32) {
-        self.0.key_packed(scancode);
+        self.with(|input| input.key_packed(scancode));
     }
 
     fn mouse_motion(&mut self, dx: i32, dy: i32, buttons: u32) {
-        self.0.mouse_motion(dx, dy, buttons);
+        self.with(|input| input.mouse_motion(dx, dy, buttons));
     }
 
     fn mouse_button(&mut self, button: u32, pressed: bool, buttons: u32) {
@@ -174,7 +232,7 @@ impl InputSink for SpiceInput {
             // Side and extra buttons: the emulated IntelliMouse has none.
             _ => return,
         };
-        self.0.mouse_button(button, pressed, buttons);
+        self.with(|input| input.mouse_button(button, pressed, buttons));
     }
 }
 

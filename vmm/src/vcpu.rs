@@ -49,6 +49,8 @@ pub fn spawn(
             pause::register_vcpu_thread(vcpu.get_kvm_run());
             let stop = run_loop(id, &mut vcpu, &buses, &pause);
             pause::register_vcpu_thread(std::ptr::null_mut());
+            // None: the VM is being torn down, for a reason already recorded.
+            let Some(stop) = stop else { return };
             if let VmStop::VcpuFailed(why) = &stop {
                 log::error!("{why}");
             }
@@ -56,15 +58,16 @@ pub fn spawn(
         })
 }
 
-fn run_loop(id: u8, vcpu: &mut VcpuFd, buses: &VcpuBuses, pause: &Pause) -> VmStop {
+/// Runs the vCPU until the guest or an error stops it, or until the VM is torn down (None).
+fn run_loop(id: u8, vcpu: &mut VcpuFd, buses: &VcpuBuses, pause: &Pause) -> Option<VmStop> {
     loop {
-        if pause.is_requested() {
-            pause.park();
+        if pause.is_requested() && !pause.park() {
+            return None;
         }
         match run_once(vcpu, buses) {
             Step::Continue => {}
-            Step::Stop(stop) => return stop,
-            Step::InternalError => return internal_error(id, vcpu),
+            Step::Stop(stop) => return Some(stop),
+            Step::InternalError => return Some(internal_error(id, vcpu)),
         }
     }
 }

@@ -40,11 +40,23 @@ pub enum DisplayQuery {
     Screenshot(std::sync::mpsc::SyncSender<Option<(super::SurfaceInfo, Vec<u32>)>>),
 }
 
-/// Handles to a running display thread. The thread runs as long as the VM.
+/// Handles to a running display thread. Dropping it ends the thread and waits for it.
 pub struct QxlWorkerHandle {
     query_evt: EventFd,
     queries: Arc<Mutex<Vec<DisplayQuery>>>,
-    _thread: JoinHandle<()>,
+    /// Tells the thread to end; it looks at it each time it wakes.
+    end: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for QxlWorkerHandle {
+    fn drop(&mut self) {
+        self.end.store(true, Ordering::Release);
+        let _ = self.query_evt.write(1);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl QxlWorkerHandle {
@@ -69,6 +81,8 @@ struct Worker {
     more_cursor: bool,
     /// Requests taken from the queue while paused, in order, to run after resuming.
     held: VecDeque<QxlRequest>,
+    /// Set by the handle's owner to end the thread.
+    end: Arc<AtomicBool>,
     /// Who follows the screen, if anyone.
     listener: Option<Listener>,
     /// The request queue's sender is gone: the device was dropped.
@@ -141,6 +155,7 @@ pub fn spawn(
 ) -> std::io::Result<QxlWorkerHandle> {
     let query_evt = EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK)?;
     let queries = Arc::new(Mutex::new(Vec::new()));
+    let end = Arc::new(AtomicBool::new(false));
     let mut worker = Worker {
         engine,
         shared,
@@ -151,6 +166,7 @@ pub fn spawn(
         more_commands: false,
         more_cursor: false,
         held: VecDeque::new(),
+        end: end.clone(),
         listener,
         stopping: false,
     };
@@ -160,7 +176,8 @@ pub fn spawn(
     Ok(QxlWorkerHandle {
         query_evt,
         queries,
-        _thread: thread,
+        end,
+        thread: Some(thread),
     })
 }
 
@@ -175,7 +192,7 @@ impl Worker {
         };
 
         let mut events = [EpollEvent::default(); 8];
-        while !self.stopping {
+        while !self.stopping && !self.end.load(Ordering::Acquire) {
             let busy = self.more_commands || self.more_cursor;
             let timeout = if busy && !self.shared.is_paused() {
                 0

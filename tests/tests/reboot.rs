@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Guest reboots, with the project's own small guest (tests/guest/qxlbench.c in its reboot
+//! mode: it covers its screen with tiles and resets the machine through the i8042, every
+//! boot) directly on /dev/kvm. C30: a SPICE client stays connected across reboots while the
+//! VMM's threads, descriptors and memory stay flat; `--no-reboot` ends the VMM instead.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use vmm_tests::spice_client::{ImageCompression, Options, SpiceClient};
+use vmm_tests::*;
+
+const TIMEOUT: Duration = Duration::from_secs(240);
+
+fn vmm_with_rebooting_guest(extra: &[&str]) -> Command {
+    let mut cmd = Command::new(vmm_binary());
+    cmd.arg("--kernel").arg(qxlbench_guest().unwrap());
+    cmd.args(["--memory", "size=256M", "--cmdline", "qb.reboot"]);
+    cmd.args(extra);
+    cmd
+}
+
+/// Threads, open descriptors and resident KiB of process `pid`.
+fn footprint(pid: u32) -> (usize, usize, u64) {
+    let count = |dir: String| std::fs::read_dir(dir).map_or(0, Iterator::count);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let threads = count(format!("/proc/{pid}/task"));
+    (threads, count(format!("/proc/{pid}/fd")), rss)
+}
+
+/// Waits until the guest has rebooted `n` times in all.
+fn wait_reboots(vmm: &mut Session, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while vmm.output().matches("QB-REBOOT").count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} reboots",
+            vmm.output().matches("QB-REBOOT").count()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// C30: 20 reboots with a SPICE client connected. The client is never dropped and keeps
+/// receiving each boot's screen; threads and descriptors end where they started and resident
+/// memory does not grow with the reboots.
+#[test]
+fn c30_reboots_keep_the_client_and_leak_nothing() {
+    if !require_kvm("c30_reboots_keep_the_client_and_leak_nothing") {
+        return;
+    }
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spice = format!("port={port},disable-ticketing=on");
+    let mut vmm = Session::spawn(vmm_with_rebooting_guest(&["--spice", &spice]), TIMEOUT).unwrap();
+    let options = Options {
+        password: None,
+        timeout: Duration::from_secs(30),
+        compression: Some(ImageCompression::Lz4),
+    };
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    // The server starts listening shortly after the process starts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let client = loop {
+        match SpiceClient::connect_with(addr, &options) {
+            Ok(client) => break client,
+            Err(e) if Instant::now() > deadline => panic!("cannot connect: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+
+    wait_reboots(&mut vmm, 3);
+    let before = footprint(vmm.pid());
+    let messages = client.stats().display_messages;
+    wait_reboots(&mut vmm, 23);
+    // Give the last boot time to reach the point where the first sample was taken.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = footprint(vmm.pid());
+    eprintln!("threads, descriptors, RSS KiB: {before:?} after 3 reboots, {after:?} after 23");
+
+    assert_eq!(after.0, before.0, "threads");
+    assert_eq!(after.1, before.1, "open descriptors");
+    assert!(
+        after.2 < before.2 + 4096,
+        "resident memory grew by {} KiB",
+        after.2 - before.2
+    );
+    assert!(
+        client.failure().is_none(),
+        "the client was dropped: {:?}",
+        client.failure()
+    );
+    let received = client.stats().display_messages - messages;
+    assert!(
+        received > 2000,
+        "the client saw the boots draw ({received} messages)"
+    );
+}
+
+/// With --no-reboot, the guest's reset ends the VMM with status 0.
+#[test]
+fn no_reboot_ends_the_vmm_at_the_first_reset() {
+    if !require_kvm("no_reboot_ends_the_vmm_at_the_first_reset") {
+        return;
+    }
+    let cmd = vmm_with_rebooting_guest(&["--no-reboot"]);
+    let (status, output) = run_to_end(cmd, Duration::from_secs(60)).unwrap();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert_eq!(output.matches("QB-REBOOT").count(), 1, "{output}");
+}
