@@ -5,7 +5,7 @@
 //! session (all its sockets are shut down), and other channels must name the current session
 //! id. Closing the main channel ends the session.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,7 +27,8 @@ use crate::{SpiceConfig, SpiceError};
 
 /// Time a connection has to finish the link stage.
 const LINK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections allowed in the link stage at once; more are closed at once.
+/// Connections allowed in the link stage at once; beyond that, the oldest is closed to make
+/// room, so that a flood of idle handshakes cannot lock a real client out.
 const MAX_LINKING: usize = 64;
 /// How often the listener looks at the stop flag.
 const ACCEPT_POLL_MS: i32 = 200;
@@ -66,7 +67,8 @@ struct Shared {
     input: Mutex<Box<dyn InputSink>>,
     refresh: Refresh,
     session: Mutex<Option<Session>>,
-    linking: Mutex<HashMap<u64, TcpStream>>,
+    /// Connections in the link stage, oldest (lowest id) first.
+    linking: Mutex<BTreeMap<u64, TcpStream>>,
     next_conn: AtomicU64,
     stop: AtomicBool,
     log: Mutex<LogLimiter>,
@@ -123,7 +125,7 @@ impl SpiceServer {
             input: Mutex::new(input),
             refresh: Arc::from(refresh),
             session: Mutex::new(None),
-            linking: Mutex::new(HashMap::new()),
+            linking: Mutex::new(BTreeMap::new()),
             next_conn: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             log: Mutex::new(LogLimiter::default()),
@@ -189,15 +191,19 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
     }
 }
 
-/// Starts a connection's thread unless too many connections are still linking.
+/// Starts a connection's thread; with too many connections still linking, the oldest of them
+/// is closed first (its thread then ends on the closed socket).
 fn admit_connection(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     {
         let mut linking = lock(&shared.linking);
         if linking.len() >= MAX_LINKING {
-            drop(linking);
-            lock(&shared.log).warn(format_args!("{peer}: too many connections linking, closed"));
-            return;
+            if let Some((_, oldest)) = linking.pop_first() {
+                let _ = oldest.shutdown(Shutdown::Both);
+            }
+            lock(&shared.log).warn(format_args!(
+                "too many connections linking: closed the oldest to admit {peer}"
+            ));
         }
         match stream.try_clone() {
             Ok(clone) => linking.insert(id, clone),

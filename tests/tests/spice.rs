@@ -164,9 +164,9 @@ fn c10_a_client_that_stops_reading_slows_nothing() {
     let _ = guest.qmp.call(r#"{"execute":"quit"}"#);
 }
 
-/// C13 and C09: a half-open connection, an HTTP request, an absurd link size and a client that
-/// vanishes mid-link each cost only their own connection; the guest draws on and a good client
-/// still gets the screen.
+/// C13 and C09: a half-open connection, an HTTP request, an absurd link size, a client that
+/// vanishes mid-link and a flood of 300 stalled handshakes each cost only their own
+/// connections; the guest draws on and a good client still gets in and gets the screen.
 #[test]
 fn c13_bad_connections_leave_the_guest_and_other_clients_alone() {
     let test = "spice_bad_connections";
@@ -193,7 +193,34 @@ fn c13_bad_connections_leave_the_guest_and_other_clients_alone() {
 
     let drew_on = guest.wait_for(Duration::from_secs(10), |g| g.drawables() > drawn);
     assert!(drew_on, "the guest drew on");
+
+    // C13 (d): a flood of stalled handshakes (10 valid header bytes each) does not keep a real
+    // client out, and the server's descriptors return to their baseline once it is over.
+    let pid = guest.session.pid();
+    let first = connect(addr, None);
+    std::thread::sleep(Duration::from_secs(1));
+    let baseline = open_fds(pid);
+    let flood: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(&huge[..10]).unwrap();
+            s
+        })
+        .collect();
+    // The new session replaces the first one and holds as many descriptors.
     let client = connect(addr, None);
+    drop(flood);
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while open_fds(pid) > baseline {
+        assert!(
+            Instant::now() < deadline,
+            "descriptors: {} over {baseline}",
+            open_fds(pid)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     draw_whole_screen(&mut guest);
     assert_eq!(first_wrong_pixel(&quiet_screen(&client)), None);
     let _ = guest.qmp.call(r#"{"execute":"quit"}"#);
@@ -218,6 +245,11 @@ fn assert_closed(addr: SocketAddr, bytes: &[u8], what: &str) {
             Ok(_) => panic!("{what}: the server kept the connection open"),
         }
     }
+}
+
+/// Open descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 /// Resident memory of process `pid`.
