@@ -12,7 +12,7 @@
 pub mod acpi;
 pub mod bus;
 pub mod legacy;
-mod log_limit;
+pub mod log_limit;
 pub mod pci;
 pub mod qxl;
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use devices::bus::Bus;
+use devices::log_limit::LogLimiter;
 use devices::pci::{BarMapper, BarRegion, PciInterrupt, PciRoot};
 use devices::qxl::regs::{
     QXL_DEFAULT_RAM_SIZE, QXL_DEFAULT_VRAM_SIZE, QXL_IO_NOTIFY_CMD, QXL_IO_NOTIFY_CURSOR,
@@ -117,9 +118,18 @@ struct QxlBarMapper {
     ram: Arc<MmapRegion<()>>,
     vram: Arc<MmapRegion<()>>,
     shared: Arc<QxlShared>,
+    /// The guest moves BARs at will: what goes wrong is logged at a bounded rate.
+    warnings: Mutex<LogLimiter>,
 }
 
 impl QxlBarMapper {
+    fn warn(&self, args: std::fmt::Arguments<'_>) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .warn(args);
+    }
+
     fn set_memory_slot(&self, slot: u32, addr: u64, region: Option<&MmapRegion<()>>) {
         let (size, host) = region.map_or((0, 0), |r| (r.size() as u64, r.as_ptr() as u64));
         let desc = kvm_userspace_memory_region {
@@ -132,7 +142,9 @@ impl QxlBarMapper {
         // SAFETY: the region is host memory owned by this mapper (through an Arc), which
         // lives as long as the VM; a size of 0 deletes the slot.
         if let Err(e) = unsafe { self.vm.set_user_memory_region(desc) } {
-            log::warn!("qxl: KVM refused BAR memory at {addr:#x}: {e}; the BAR is unusable");
+            self.warn(format_args!(
+                "KVM refused BAR memory at {addr:#x}: {e}; the BAR is unusable"
+            ));
         }
     }
 }
@@ -166,11 +178,10 @@ impl BarMapper for QxlBarMapper {
             }
         };
         if let Err(e) = result {
-            log::warn!(
-                "qxl: cannot map BAR {} at {:#x}: {e}",
-                region.index,
-                region.addr
-            );
+            self.warn(format_args!(
+                "cannot map BAR {} at {:#x}: {e}",
+                region.index, region.addr
+            ));
         }
     }
 
@@ -205,7 +216,9 @@ impl QxlBarMapper {
                 self.vm.unregister_ioevent(evt, &addr, NoDatamatch)
             };
             if let Err(e) = result {
-                log::warn!("qxl: ioeventfd for port {port}: {e}; it exits to the VMM instead");
+                self.warn(format_args!(
+                    "ioeventfd for port {port}: {e}; it exits to the VMM instead"
+                ));
             }
         }
     }
@@ -279,6 +292,7 @@ pub fn add_qxl(
         ram,
         vram,
         shared: shared.clone(),
+        warnings: Mutex::new(LogLimiter::new("qxl")),
     };
     pci.add_device(Box::new(function), Box::new(mapper))
         .ok_or(DisplayError::NoSlot)?;
