@@ -87,6 +87,8 @@ static int card;
 static uint32_t crtc_id, connector_id;
 static struct mode_info modes[MAX_MODES];
 static uint32_t mode_count;
+/* The framebuffer on screen and its dumb buffer, freed once the next one is shown. */
+static uint32_t shown_fb, shown_handle;
 
 static void die(const char *what)
 {
@@ -179,6 +181,12 @@ static int show(unsigned w, unsigned h)
     }
     struct fb_dirty dirty = {.fb_id = fb.fb_id};
     ioctl(card, IOCTL_DIRTYFB, &dirty); /* the whole framebuffer; EINVAL-free on qxl */
+    if (shown_fb) {
+        ioctl(card, IOCTL_RMFB, &shown_fb);
+        ioctl(card, IOCTL_DESTROY_DUMB, &shown_handle);
+    }
+    shown_fb = fb.fb_id;
+    shown_handle = dumb.handle;
     return 0;
 
 rmfb:

@@ -10,7 +10,6 @@
 #![allow(clippy::tests_outside_test_module)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use vmm_tests::*;
@@ -120,7 +119,8 @@ struct Step {
 
 /// The host side, next to the vmm: wait for each step's marker, then for the device to go
 /// quiet (its command count unchanged over two polls half a second apart: the guest's flush
-/// may still be arriving under load), take a screendump, say go.
+/// may still be arriving under load), take a screendump (tried up to three times: a large
+/// frame may still be rendering, and the API then fails cleanly after 2 s), say go.
 fn host_script(dir: &Path, steps: &[Step], vmm_args: &str) -> String {
     let qmp = repo_root().join("target/debug/qmp");
     let mut script = format!(
@@ -145,8 +145,9 @@ fn host_script(dir: &Path, steps: &[Step], vmm_args: &str) -> String {
              | grep -o '\"commands\":[0-9]*' || true); \
              if [ \"$now\" = \"$last\" ]; then quiet=$((quiet+1)); else quiet=0; fi; \
              last=$now; sleep 0.5; done\n\
-             {qmp} {dir}/api.sock '{{\"execute\":\"screendump\",\
-             \"arguments\":{{\"filename\":\"{dir}/{name}.png\"}}}}'\n\
+             for try in 1 2 3; do {qmp} {dir}/api.sock '{{\"execute\":\"screendump\",\
+             \"arguments\":{{\"filename\":\"{dir}/{name}.png\"}}}}' > reply; cat reply; \
+             grep -q return reply && break; sleep 1; done\n\
              echo go >&3\nfi\n",
             qmp = qmp.display(),
             dir = dir.display(),
@@ -178,25 +179,7 @@ fn initramfs_with_patterns(dir: &Path, patterns: &[(&str, Frame)]) -> PathBuf {
         compile_guest_tool(&source, &tree.join(format!("patterns/{tool}")), &["-Os"]).unwrap();
     }
 
-    let extra = dir.join("patterns.cpio");
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd {} && find patterns | cpio -o -H newc --quiet | gzip -1 > {}",
-            tree.display(),
-            extra.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success(), "cpio failed");
-
-    // The kernel unpacks concatenated archives; zero padding between them is skipped.
-    let combined = dir.join("initramfs-patterns.cpio");
-    let mut bytes = std::fs::read(guest_file("initramfs.cpio.gz")).unwrap();
-    bytes.resize(bytes.len().next_multiple_of(512), 0);
-    bytes.extend(std::fs::read(&extra).unwrap());
-    std::fs::write(&combined, bytes).unwrap();
-    combined
+    initramfs_with(dir, &tree, "patterns").unwrap()
 }
 
 fn read_png(path: &Path) -> (usize, usize, Frame) {
