@@ -531,6 +531,19 @@ static void phase_draws(void)
     report("update-irq", ROUNDS);
 }
 
+/* Notifies the device of the draw just placed, has it rendered, waits for the completion and
+ * hands released resources back, untimed. */
+static void finish_draw(void)
+{
+    outb(io + IO_NOTIFY_CMD, 0);
+    u32 before = irq_count;
+    outb(io + IO_UPDATE_AREA_ASYNC, 0);
+    wait_irq(before);
+    take_pending();
+    outb(io + IO_UPDATE_IRQ, 0);
+    wr32(ram + RAM_RELEASE_RING + RING_CONS, hdr32(RAM_RELEASE_RING + RING_PROD));
+}
+
 /* Draws until a byte arrives on COM1: the load under which the host times its control API. */
 static void phase_load(void)
 {
@@ -545,13 +558,7 @@ static void phase_load(void)
             place_marker(round);
         else
             place_draw(round);
-        outb(io + IO_NOTIFY_CMD, 0);
-        u32 before = irq_count;
-        outb(io + IO_UPDATE_AREA_ASYNC, 0);
-        wait_irq(before);
-        take_pending();
-        outb(io + IO_UPDATE_IRQ, 0);
-        wr32(ram + RAM_RELEASE_RING + RING_CONS, hdr32(RAM_RELEASE_RING + RING_PROD));
+        finish_draw();
         rounds++;
     }
     inb(0x3f8);
@@ -567,13 +574,7 @@ static void phase_reboot(void)
 {
     for (int round = 0; round < (WIDTH / TILE) * (HEIGHT / TILE); round++) {
         place_draw(round);
-        outb(io + IO_NOTIFY_CMD, 0);
-        u32 before = irq_count;
-        outb(io + IO_UPDATE_AREA_ASYNC, 0);
-        wait_irq(before);
-        take_pending();
-        outb(io + IO_UPDATE_IRQ, 0);
-        wr32(ram + RAM_RELEASE_RING + RING_CONS, hdr32(RAM_RELEASE_RING + RING_PROD));
+        finish_draw();
     }
     puts_("QB-REBOOT\n");
     outb(0x64, 0xfe);

@@ -443,3 +443,29 @@ fn build_qxlbench() -> Result<PathBuf> {
     std::fs::rename(&partial, &out)?;
     Ok(out)
 }
+
+/// The test guest's initramfs with the folder `tree/name` appended as a second archive (the
+/// kernel unpacks concatenated archives; zero padding between them is skipped), written to
+/// `dir/initramfs-NAME.cpio`. Returns its path.
+pub fn initramfs_with(dir: &Path, tree: &Path, name: &str) -> Result<PathBuf> {
+    let extra = dir.join(format!("{name}.cpio"));
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd '{}' && find '{name}' | cpio -o -H newc --quiet | gzip -1 > '{}'",
+            tree.display(),
+            extra.display()
+        ))
+        .status()
+        .context("run cpio and gzip")?;
+    if !status.success() {
+        bail!("cpio could not pack {}", tree.join(name).display());
+    }
+
+    let combined = dir.join(format!("initramfs-{name}.cpio"));
+    let mut bytes = std::fs::read(guest_file("initramfs.cpio.gz"))?;
+    bytes.resize(bytes.len().next_multiple_of(512), 0);
+    bytes.extend(std::fs::read(&extra)?);
+    std::fs::write(&combined, bytes)?;
+    Ok(combined)
+}

@@ -15,7 +15,6 @@
 #![allow(clippy::tests_outside_test_module)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use vmm_tests::*;
@@ -195,25 +194,7 @@ fn initramfs_with_script(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(tree.join("input")).unwrap();
     std::fs::write(tree.join("input/check.sh"), GUEST_SCRIPT).unwrap();
 
-    let extra = dir.join("input.cpio");
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd {} && find input | cpio -o -H newc --quiet | gzip -1 > {}",
-            tree.display(),
-            extra.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success(), "cpio failed");
-
-    // The kernel unpacks concatenated archives; zero padding between them is skipped.
-    let combined = dir.join("initramfs-input.cpio");
-    let mut bytes = std::fs::read(guest_file("initramfs.cpio.gz")).unwrap();
-    bytes.resize(bytes.len().next_multiple_of(512), 0);
-    bytes.extend(std::fs::read(&extra).unwrap());
-    std::fs::write(&combined, bytes).unwrap();
-    combined
+    initramfs_with(dir, &tree, "input").unwrap()
 }
 
 /// The values after `prefix` on each line that starts with it, as numbers.

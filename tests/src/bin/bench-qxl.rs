@@ -86,7 +86,7 @@ fn main() -> Result<()> {
     let vmm = std::env::var_os("VMM_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/release/vmm"));
-    let tsc_mhz = tsc_mhz();
+    let tsc_mhz = vmm_tests::tsc::mhz();
     println!(
         "bench-qxl: {runs} runs, TSC {tsc_mhz:.0} MHz, guest {}",
         guest.display()
@@ -111,16 +111,6 @@ fn main() -> Result<()> {
     }
     report(&results);
     Ok(())
-}
-
-/// The host's TSC rate, which KVM gives the guest unscaled.
-fn tsc_mhz() -> f64 {
-    // SAFETY: rdtsc has no memory effects; every x86-64 CPU has it.
-    let tsc = || unsafe { core::arch::x86_64::_rdtsc() };
-    let (t0, c0) = (Instant::now(), tsc());
-    std::thread::sleep(Duration::from_millis(200));
-    let cycles = tsc() - c0;
-    cycles as f64 / t0.elapsed().as_secs_f64() / 1e6
 }
 
 /// Runs the guest in a VM of this program's own: long mode as the vmm sets it up, no
