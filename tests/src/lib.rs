@@ -469,3 +469,38 @@ pub fn initramfs_with(dir: &Path, tree: &Path, name: &str) -> Result<PathBuf> {
     std::fs::write(&combined, bytes)?;
     Ok(combined)
 }
+
+/// What a benchmark over the project's own guest starts from: the number of runs (its first
+/// argument, `default` without one), the guest ELF, and the vmm (`$VMM_BIN`, by default the
+/// release build).
+pub fn bench_setup(name: &str, default: usize) -> Result<(usize, PathBuf, PathBuf)> {
+    let runs = match std::env::args().nth(1) {
+        None => default,
+        Some(n) => n
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .with_context(|| format!("usage: {name} [RUNS]"))?,
+    };
+    let vmm = std::env::var_os("VMM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/release/vmm"));
+    Ok((runs, qxlbench_guest()?, vmm))
+}
+
+/// Runs a shell `script` in `place` with `dir` as the test host's shared scratch folder,
+/// retrying once a run that ended early the way nested boots sometimes do.
+pub fn run_host_script(
+    place: Place,
+    script: &str,
+    dir: &Path,
+    timeout: Duration,
+) -> Result<(ExitStatus, String)> {
+    let sh = PathBuf::from("/bin/sh");
+    retry_early_end(place, || {
+        let args = ["-c".to_string(), script.to_string()];
+        let mut cmd = command_in(place, &sh, &args, timeout);
+        cmd.env("TEST_HOST_SCRATCH", dir);
+        run_to_end(cmd, timeout + Duration::from_secs(60))
+    })
+}

@@ -248,13 +248,7 @@ fn stock_qxl_driver_shows_patterns_pixel_exact_and_fbcon_text() {
             .join(" "),
     );
 
-    let sh = PathBuf::from("/bin/sh");
-    let (status, output) = retry_early_end(place, || {
-        let mut cmd = command_in(place, &sh, &["-c".into(), script.clone()], TIMEOUT);
-        cmd.env("TEST_HOST_SCRATCH", &dir);
-        run_to_end(cmd, TIMEOUT + Duration::from_secs(60))
-    })
-    .unwrap();
+    let (status, output) = run_host_script(place, &script, &dir, TIMEOUT).unwrap();
     assert_eq!(status.code(), Some(0), "{output}");
     assert!(output.contains("vmm-exit=0"), "{output}");
     assert!(

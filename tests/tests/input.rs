@@ -226,13 +226,7 @@ fn keys_and_mouse_reach_the_guest_through_input_send_event() {
     let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
     let script = host_script(&dir, &quoted.join(" "));
 
-    let sh = PathBuf::from("/bin/sh");
-    let (status, output) = retry_early_end(place, || {
-        let mut cmd = command_in(place, &sh, &["-c".into(), script.clone()], TIMEOUT);
-        cmd.env("TEST_HOST_SCRATCH", &dir);
-        run_to_end(cmd, TIMEOUT + Duration::from_secs(60))
-    })
-    .unwrap();
+    let (status, output) = run_host_script(place, &script, &dir, TIMEOUT).unwrap();
     assert_eq!(status.code(), Some(0), "{output}");
     assert!(output.contains("vmm-exit=0"), "{output}");
     assert!(output.contains("VMM-RUN-EXIT=0"), "{output}");

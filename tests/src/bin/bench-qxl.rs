@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
@@ -41,7 +41,6 @@ use vmm::arch::{cpuid, regs};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_tests::qmp::Qmp;
 use vmm_tests::stats::{percentile, summary};
-use vmm_tests::{qxlbench_guest, repo_root};
 
 const DEFAULT_RUNS: usize = 5;
 const GUEST_MIB: usize = 256;
@@ -74,18 +73,7 @@ struct Run {
 }
 
 fn main() -> Result<()> {
-    let runs = match std::env::args().nth(1) {
-        None => DEFAULT_RUNS,
-        Some(n) => n
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .context("usage: bench-qxl [RUNS]")?,
-    };
-    let guest = qxlbench_guest()?;
-    let vmm = std::env::var_os("VMM_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/release/vmm"));
+    let (runs, guest, vmm) = vmm_tests::bench_setup("bench-qxl", DEFAULT_RUNS)?;
     let tsc_mhz = vmm_tests::tsc::mhz();
     println!(
         "bench-qxl: {runs} runs, TSC {tsc_mhz:.0} MHz, guest {}",

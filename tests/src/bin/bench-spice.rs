@@ -35,7 +35,7 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
@@ -46,7 +46,7 @@ use vmm_tests::spice_client::display::DrawRecord;
 use vmm_tests::spice_client::image;
 use vmm_tests::spice_client::{ImageCompression, Options, SpiceClient, Stats};
 use vmm_tests::stats::{percentile, summary};
-use vmm_tests::{qxlbench_guest, repo_root, tsc};
+use vmm_tests::tsc;
 
 const DEFAULT_RUNS: usize = 5;
 /// How long each measured window lasts.
@@ -158,18 +158,7 @@ impl Run {
 }
 
 fn main() -> Result<()> {
-    let runs = match std::env::args().nth(1) {
-        None => DEFAULT_RUNS,
-        Some(n) => n
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .context("usage: bench-spice [RUNS]")?,
-    };
-    let guest = qxlbench_guest()?;
-    let vmm = std::env::var_os("VMM_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/release/vmm"));
+    let (runs, guest, vmm) = vmm_tests::bench_setup("bench-spice", DEFAULT_RUNS)?;
     let mhz = tsc::mhz();
     println!(
         "bench-spice: {runs} runs, TSC {mhz:.0} MHz, windows of {WINDOW:?}, a marker tile \
