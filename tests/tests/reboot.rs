@@ -73,9 +73,9 @@ fn wait_reboots(vmm: &mut Session, n: usize) {
     }
 }
 
-/// C30: 20 reboots (or `REBOOTS`) with a SPICE client connected. The client is never dropped and keeps
-/// receiving each boot's screen; threads and descriptors end where they started and resident
-/// memory does not grow with the reboots.
+/// C30: 20 reboots (or `REBOOTS`) with a SPICE client connected. The client is never dropped
+/// and keeps receiving each boot's screen; threads and descriptors end where they started and
+/// resident memory stays within 5 %.
 #[test]
 fn c30_reboots_keep_the_client_and_leak_nothing() {
     if !require_kvm("c30_reboots_keep_the_client_and_leak_nothing") {
@@ -118,10 +118,12 @@ fn c30_reboots_keep_the_client_and_leak_nothing() {
 
     assert_eq!(after.0, before.0, "threads");
     assert_eq!(after.1, before.1, "open descriptors");
+    // C30 asks for RSS within 5 %; 256 KiB more allow for the sampling.
+    let limit = before.2 + before.2 / 20 + 256;
     assert!(
-        after.2 < before.2 + 4096,
-        "resident memory grew by {} KiB",
-        after.2 - before.2
+        after.2 <= limit,
+        "resident memory {} KiB, over {limit}",
+        after.2
     );
     assert!(
         client.failure().is_none(),

@@ -422,6 +422,10 @@ pub fn run(config: &VmConfig) -> Result<RunOutcome, VmmError> {
     loop {
         boots += 1;
         let outcome = boot(&kvm, config, spice.as_ref())?;
+        // A torn-down VM leaves its threads' heap arenas full of free memory; hand it back so
+        // that reboot after reboot the VMM's footprint stays where it was.
+        // SAFETY: malloc_trim only releases memory the allocator holds free.
+        unsafe { libc::malloc_trim(0) };
         if let Some(spice) = &spice {
             spice.detach();
         }
