@@ -200,7 +200,8 @@ fn create_vm(kvm: &Kvm) -> Result<VmFd, VmmError> {
     Ok(vm)
 }
 
-fn create_memory(vm: &VmFd, size: u64) -> Result<GuestMemoryMmap, VmmError> {
+/// Maps `size` bytes of guest RAM (split around the PCI hole) and registers it with KVM.
+pub fn create_memory(vm: &VmFd, size: u64) -> Result<GuestMemoryMmap, VmmError> {
     let ranges: Vec<_> = layout::ram_ranges(size)
         .into_iter()
         .map(|(start, len)| Ok((start, usize::try_from(len)?)))

@@ -32,18 +32,18 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VcpuExit};
 use linux_loader::loader::{Elf, KernelLoader};
 use serde_json::Value;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::GuestAddress;
 use vmm::arch::{cpuid, regs};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_tests::qmp::Qmp;
 use vmm_tests::stats::{percentile, summary};
 
 const DEFAULT_RUNS: usize = 5;
-const GUEST_MIB: usize = 256;
+const GUEST_MIB: u64 = 256;
 /// The port the guest uses for a plain exit, and the one bound to an ioeventfd in the bare VM.
 const BARE_IOEVT_PORT: u64 = 0x81;
 const COM1: u16 = 0x3f8;
@@ -106,19 +106,8 @@ fn main() -> Result<()> {
 fn run_bare(elf: &Path) -> Result<Phases> {
     let kvm = Kvm::new().context("open /dev/kvm")?;
     let vm = kvm.create_vm().context("create a VM")?;
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), GUEST_MIB << 20)])?;
-    for (slot, region) in (0u32..).zip(mem.iter()) {
-        let desc = kvm_userspace_memory_region {
-            slot,
-            guest_phys_addr: region.start_addr().0,
-            memory_size: region.len(),
-            userspace_addr: region.as_ptr() as u64,
-            flags: 0,
-        };
-        // SAFETY: the region stays mapped, unmoved, for as long as the VM lives (both end
-        // with this function).
-        unsafe { vm.set_user_memory_region(desc) }.context("register guest memory")?;
-    }
+    // The vmm's own guest RAM set-up: one region at 0, registered with KVM.
+    let mem = vmm::builder::create_memory(&vm, GUEST_MIB << 20)?;
 
     let mut file = File::open(elf)?;
     let loaded = Elf::load(&mem, None, &mut file, Some(GuestAddress(1 << 20)))?;
