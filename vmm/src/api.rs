@@ -255,7 +255,8 @@ fn query_qxl(context: &ApiContext) -> Value {
         .iter()
         .map(|p| {
             json!({"port": p.port, "name": devices::qxl::port_name(u64::from(p.port)),
-                   "count": p.count, "p50-ns": p.p50_ns, "p99-ns": p.p99_ns, "max-ns": p.max_ns})
+                   "count": p.count, "p50-ns": p.p50_ns, "p99-ns": p.p99_ns, "max-ns": p.max_ns,
+                   "total-ns": p.total_ns})
         })
         .collect();
     let engine = display.engine_stats();

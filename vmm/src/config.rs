@@ -109,7 +109,7 @@ pub enum SerialConfig {
 /// The guest's display device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DisplayConfig {
-    /// A QXL PCI display (class display/other, revision 5).
+    /// A QXL PCI display (class display/other, revision 6).
     Qxl,
     /// No display device.
     None,

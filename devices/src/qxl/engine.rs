@@ -371,6 +371,13 @@ impl QxlEngine {
         std::mem::take(&mut self.pending_interrupts)
     }
 
+    /// Whether released commands wait for room on the release ring: the display thread
+    /// retries [`Self::flush_release`] until they are pushed, since the guest says nothing
+    /// when it consumes the ring.
+    pub fn releases_held(&self) -> bool {
+        self.release.pending() > 0
+    }
+
     /// QXL_IO_FLUSH_RELEASE: pushes the release list now. Returns interrupt bits.
     pub fn flush_release(&mut self) -> u32 {
         self.flush_pending();
@@ -727,6 +734,32 @@ mod tests {
         assert_eq!(g.engine.stats().commands, 2);
         assert_eq!(g.collect_releases(), [2]);
         assert_eq!(g.screen()[0], 0x1);
+    }
+
+    /// Revision 6: each batch's releases go back at its end; only a full release ring holds
+    /// them, and the next flush after the guest consumed the ring pushes them and raises
+    /// the interrupt the guest asked for.
+    #[test]
+    fn releases_go_back_per_batch_and_wait_only_for_ring_room() {
+        let mut g = FakeGuest::linux();
+        g.create_primary(16, 4, 64, SPICE_SURFACE_FMT_32_XRGB)
+            .unwrap();
+        for i in 0..7 {
+            g.push_small_draw(0, i);
+            g.run();
+            assert!(!g.engine.releases_held(), "batch {i} went back at once");
+        }
+        g.push_small_draw(0, 7);
+        g.run();
+        assert!(g.engine.releases_held(), "the eighth list waits for room");
+        assert_eq!(g.engine.flush_release(), 0, "still no room");
+
+        assert_eq!(g.collect_releases(), (1..=7).collect::<Vec<u64>>());
+        let cons = g.hdr_u32(RAM_RELEASE_RING + RING_CONS);
+        g.write_hdr_u32(RAM_RELEASE_RING + RING_NOTIFY_ON_PROD, cons + 1);
+        assert_eq!(g.engine.flush_release(), QXL_INTERRUPT_DISPLAY);
+        assert!(!g.engine.releases_held());
+        assert_eq!(g.collect_releases(), [8]);
     }
 
     #[test]

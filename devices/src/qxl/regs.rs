@@ -10,8 +10,13 @@
 pub const QXL_VENDOR_ID: u16 = 0x1b36;
 /// `QXL_DEVICE_ID_STABLE`.
 pub const QXL_DEVICE_ID: u16 = 0x0100;
-/// PCI revision that QEMU reports by default (`QXL_REVISION_STABLE_V12 + 1`).
-pub const QXL_REVISION: u8 = 5;
+/// PCI revision. Revision 5 is QEMU's default (`QXL_REVISION_STABLE_V12 + 1`); 6 adds a
+/// promise that drivers may rely on, and that the stock Linux driver (which checks only for
+/// revision 4 or later) ignores: every consumed command goes back to the release ring at the
+/// end of the batch that consumed it, never held for a batch of 32 or for NOTIFY_OOM, and
+/// QXL_INTERRUPT_DISPLAY is raised when the push reaches `notify_on_prod`. A driver can wait
+/// for a release on the interrupt alone (guest-drivers/qxl/patches).
+pub const QXL_REVISION: u8 = 6;
 /// Class code of the secondary `qxl` device: display controller, other.
 pub const QXL_CLASS_CODE: u32 = 0x03_80_00;
 

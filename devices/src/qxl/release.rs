@@ -53,8 +53,7 @@ impl ReleaseList {
         bars.write_u64(self.ring.item(0), 0)
     }
 
-    /// Releases collected and not yet pushed.
-    #[cfg(test)]
+    /// Releases collected and not yet pushed (the ring was full when they were flushed).
     pub fn pending(&self) -> u32 {
         self.pending
     }

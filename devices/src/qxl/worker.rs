@@ -27,6 +27,10 @@ use super::surface::SurfaceInfo;
 
 /// Commands taken from a ring before the thread looks at its events again.
 const BATCH: usize = 64;
+/// How often (ms) the display thread retries pushing releases that found the release ring
+/// full. The guest consumes the ring without telling the device, and a revision 6 device
+/// promises not to hold releases until the guest asks.
+const RELEASE_RETRY_MS: i32 = 1;
 const WAKE: u64 = 0;
 const RESAMPLE: u64 = 1;
 const QUERY: u64 = 2;
@@ -194,8 +198,11 @@ impl Worker {
         let mut events = [EpollEvent::default(); 8];
         while !self.stopping && !self.end.load(Ordering::Acquire) {
             let busy = self.more_commands || self.more_cursor;
-            let timeout = if busy && !self.shared.is_paused() {
+            let paused = self.shared.is_paused();
+            let timeout = if busy && !paused {
                 0
+            } else if self.engine.releases_held() && !paused {
+                RELEASE_RETRY_MS
             } else {
                 -1
             };
@@ -302,7 +309,8 @@ impl Worker {
             let bits = self.engine.oom();
             self.raise(bits);
         }
-        if self.shared.flush_release.swap(false, Ordering::AcqRel) {
+        let held = self.engine.releases_held();
+        if self.shared.flush_release.swap(false, Ordering::AcqRel) || held {
             let bits = self.engine.flush_release();
             self.raise(bits);
         }
