@@ -8,6 +8,10 @@
 #   target/guest/initramfs.cpio.gz  busybox (static) + /init + the drm/ttm/qxl, psmouse and
 #                                   evdev modules (i8042, serio and atkbd are built in)
 #   target/guest/manifest.txt       versions and sha256 of the .deb files used
+#   target/guest/initramfs-patched-qxl.cpio.gz
+#                                   with --patched-qxl: the same initramfs with the qxl module
+#                                   built from guest-drivers/ (the patched drm/qxl driver) in
+#                                   place of Debian's
 #   resources/guest-packages.txt    the same record, committed with the sources
 #
 # Work files live in target/guest/cache/ (downloaded .debs, the extracted kernel package with
@@ -20,8 +24,11 @@
 # prints VMM-RUN-EXIT=<status> and powers off, or starts an interactive shell on the console and
 # powers off when it exits.
 #
-# Usage: resources/build-guest.sh [--force]
+# Usage: resources/build-guest.sh [--force] [--patched-qxl]
 #   --force                      rebuild even when the outputs are up to date
+#   --patched-qxl                also build initramfs-patched-qxl.cpio.gz (guest-drivers/build.sh
+#                                compiles the module; it downloads Debian's linux-source and
+#                                linux-headers for the guest kernel)
 #   BUILD_GUEST_APT_UPDATE=1     run apt-get update first (to pick up newer package versions)
 set -euo pipefail
 
@@ -42,13 +49,52 @@ readonly GUEST_MODULES="qxl psmouse evdev"
 log() { printf 'build-guest: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-force=0
-case "${1:-}" in
-    --force) force=1 ;;
-    -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$SCRIPT"; exit 0 ;;
-    "") ;;
-    *) die "unknown argument: $1 (try --help)" ;;
-esac
+force=0 patched_qxl=0
+for arg in "$@"; do
+    case "$arg" in
+        --force) force=1 ;;
+        --patched-qxl) patched_qxl=1 ;;
+        -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$SCRIPT"; exit 0 ;;
+        *) die "unknown argument: $arg (try --help)" ;;
+    esac
+done
+
+# The initramfs with the patched qxl module: the stock one unpacked, its qxl.ko replaced by
+# the one guest-drivers/build.sh makes for the same kernel, and packed again.
+build_patched_qxl() {
+    local stock="$OUT/initramfs.cpio.gz" out="$OUT/initramfs-patched-qxl.cpio.gz"
+    local tree="$CACHE/initramfs-patched-qxl" kver module ko f
+    kver="$(awk '$1 == "kernel-release" { print $2 }' "$OUT/manifest.txt")"
+    [[ -n $kver ]] || die "no kernel-release in $OUT/manifest.txt"
+    if ((force == 0)) && [[ -f $out && $out -nt $stock && $out -nt $SCRIPT ]]; then
+        local newer=0
+        for f in "$REPO"/guest-drivers/build.sh "$REPO"/guest-drivers/qxl/patches/*.patch; do
+            [[ $f -nt $out ]] && newer=1
+        done
+        if ((newer == 0)); then
+            log "up to date: $out"
+            return 0
+        fi
+    fi
+    ko="$("$REPO/guest-drivers/build.sh" --release "$kver" \
+        --version "$(awk -v p="linux-image-$kver" '$1 == p { print $2 }' "$OUT/manifest.txt")")"
+    rm -rf "$tree"
+    mkdir -p "$tree"
+    (cd "$tree" && gzip -dc "$stock" | cpio --extract --make-directories --quiet)
+    module="$(find "$tree/lib/modules/$kver" -name qxl.ko)"
+    [[ -n $module ]] || die "no qxl.ko in $stock"
+    cp "$ko" "$module"
+    depmod -b "$tree" "$kver"
+    find "$tree" -exec touch -h -d @0 {} +
+    (
+        cd "$tree"
+        find . -mindepth 1 -print0 | LC_ALL=C sort -z \
+            | cpio --null --create --format=newc --owner=0:0 --reproducible --quiet
+    ) | gzip -9n >"$out.tmp"
+    mv "$out.tmp" "$out"
+    log "done: $out (qxl.ko from guest-drivers/, $(git -C "$REPO" rev-parse --short HEAD \
+        2>/dev/null || echo '?'))"
+}
 
 # --- host tools -------------------------------------------------------------------------------
 need_root() {
@@ -130,6 +176,7 @@ up_to_date() {
 }
 if up_to_date; then
     log "up to date ($kernel_pkg $kernel_version, busybox-static $busybox_version)"
+    if ((patched_qxl)); then build_patched_qxl; fi
     exit 0
 fi
 need_root "to build the guest (it creates /dev/console in the initramfs)"
@@ -368,3 +415,4 @@ printf '%s\n' "$inputs" >"$OUT/.inputs"
 cat "$OUT/manifest.txt"
 log "done: $(cd "$OUT" && du -h bzImage vmlinux initramfs.cpio.gz \
     | awk '{ printf "%s%s (%s)", sep, $2, $1; sep = ", " }') in $OUT"
+if ((patched_qxl)); then build_patched_qxl; fi

@@ -4,7 +4,8 @@
 # password kept in target/spice-password (made on first use; printed below). Where /dev/kvm
 # cannot boot Linux (no VMX/SVM, or the PVM backend), the vmm runs inside the nested-KVM test
 # host instead, with the SPICE port forwarded to this machine's 127.0.0.1, and this says so.
-# Extra arguments go to the vmm.
+# Extra arguments go to the vmm; a first argument --patched-qxl boots the guest with the
+# patched qxl driver from guest-drivers/ instead of Debian's (see the README).
 #
 # In the guest's shell, `poweroff -f` ends the VM; Ctrl-A X quits the vmm at any time.
 set -euo pipefail
@@ -13,9 +14,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=resources/common.sh
 . resources/common.sh
 
+initramfs=target/guest/initramfs.cpio.gz guest_flags=()
+if [[ ${1:-} == --patched-qxl ]]; then
+    shift
+    initramfs=target/guest/initramfs-patched-qxl.cpio.gz guest_flags=(--patched-qxl)
+fi
+
 ensure_rust
 step "build" cargo build --release --locked -p vmm
-step "guest image" resources/build-guest.sh
+step "guest image" resources/build-guest.sh "${guest_flags[@]}"
 
 port="${SPICE_PORT:-5900}"
 password_file="$PWD/target/spice-password"
@@ -24,7 +31,7 @@ if [[ ! -s $password_file ]]; then
 fi
 password="$(head -n 1 "$password_file")"
 
-args=(--kernel target/guest/bzImage --initramfs target/guest/initramfs.cpio.gz
+args=(--kernel target/guest/bzImage --initramfs "$initramfs"
     --memory 512M --cpus 2)
 echo "SPICE: remote-viewer spice://127.0.0.1:$port  (password: $password," \
     "kept in $password_file)" >&2

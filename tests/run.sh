@@ -12,7 +12,7 @@ ensure_rust
 step "formatting" cargo fmt --all -- --check
 step "lints" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build" cargo build --workspace --locked
-step "guest image" resources/build-guest.sh
+step "guest image" resources/build-guest.sh --patched-qxl
 # QEMU serves as the reference SPICE server and the test host, remote-viewer as the real SPICE
 # client; only root can install them.
 if [[ $(id -u) == 0 ]]; then
