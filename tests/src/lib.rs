@@ -444,10 +444,10 @@ fn build_qxlbench() -> Result<PathBuf> {
     Ok(out)
 }
 
-/// The test guest's initramfs with the folder `tree/name` appended as a second archive (the
-/// kernel unpacks concatenated archives; zero padding between them is skipped), written to
-/// `dir/initramfs-NAME.cpio`. Returns its path.
-pub fn initramfs_with(dir: &Path, tree: &Path, name: &str) -> Result<PathBuf> {
+/// The initramfs `base` (a test guest's, see [`guest_file`]) with the folder `tree/name`
+/// appended as a second archive (the kernel unpacks concatenated archives; zero padding
+/// between them is skipped), written to `dir/initramfs-NAME.cpio`. Returns its path.
+pub fn initramfs_with(dir: &Path, base: &Path, tree: &Path, name: &str) -> Result<PathBuf> {
     let extra = dir.join(format!("{name}.cpio"));
     let status = Command::new("sh")
         .arg("-c")
@@ -463,7 +463,7 @@ pub fn initramfs_with(dir: &Path, tree: &Path, name: &str) -> Result<PathBuf> {
     }
 
     let combined = dir.join(format!("initramfs-{name}.cpio"));
-    let mut bytes = std::fs::read(guest_file("initramfs.cpio.gz"))?;
+    let mut bytes = std::fs::read(base)?;
     bytes.resize(bytes.len().next_multiple_of(512), 0);
     bytes.extend(std::fs::read(&extra)?);
     std::fs::write(&combined, bytes)?;

@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The QXL display with the guest's stock qxl driver: known patterns written to /dev/fb0 come
-//! back pixel for pixel from `screendump`, and console text shows up through fbcon.
+//! The QXL display with the guest's qxl driver, Debian's stock one and the one patched by
+//! guest-drivers/: known patterns written to /dev/fb0 come back pixel for pixel from
+//! `screendump`, console text shows up through fbcon, and mode switches show their frames.
+//! With the patched driver the interrupt is an MSI, no synchronous port is written after
+//! start-up, and each interrupt and each asynchronous request match one to one.
 //!
 //! One boot serves every check: the guest draws each pattern, says so on the serial console
 //! and waits for a line on its console input; a script next to the vmm (in the same place,
-//! since the control socket is local) takes the screendump and lets the guest go on.
+//! since the control socket is local) takes the screendump (or `query-qxl`'s counters) and
+//! lets the guest go on.
 
 // An integration test file is itself the test module.
 #![allow(clippy::tests_outside_test_module)]
@@ -72,8 +76,13 @@ const GUEST_SCRIPT: &str = r#"#!/bin/sh
 # Runs in the guest: draw each pattern, announce it, wait for the host's go-ahead.
 # fbcon is unbound so that it does not draw over the patterns; fbwrite writes through mmap
 # and msync, which makes the fbdev emulation flush the frame to the device at once.
+mount -t debugfs none /sys/kernel/debug
 dmesg | grep -E 'qxl|fb0'
 echo "FB-MODE $(cat /sys/class/graphics/fb0/virtual_size)"
+echo "QXL-IRQ-LINE $(grep -w qxl /proc/interrupts)"
+# The host counts the port writes made during start-up.
+echo "STATS-READY startup"
+read ack
 echo 0 > /sys/class/vtconsole/vtcon1/bind
 for name in $(cat /patterns/list); do
     /patterns/fbwrite /patterns/$name.raw
@@ -90,8 +99,23 @@ read ack
 /patterns/modeset list
 /patterns/modeset @MODES@
 /patterns/modeset cycle 25 @MODES@
-dmesg | grep -iE 'qxl|drm' | grep -iE 'error|fail|alloc' | sed 's/^/GUEST-ERROR /'
+# C22: UPDATE_AREA requests while SIGALRM keeps interrupting the waits.
+echo "STATS-READY before-update-area"
+read ack
+/patterns/updatearea 300 250
+echo "STATS-READY after-update-area"
+read ack
+# The patched module is unsigned; the kernel's note that it cannot verify it is no error.
+dmesg | grep -iE 'qxl|drm' | grep -iE 'error|fail|alloc' | grep -v 'module verification failed' \
+    | sed 's/^/GUEST-ERROR /'
 echo "MODES-DONE"
+# Quiet (no console, no drawing): the driver's interrupt counts, next to the device's.
+echo 0 > /sys/class/vtconsole/vtcon1/bind
+sleep 1
+echo "IRQ-PROC $(grep -w qxl /proc/interrupts | awk '{ print $2 }')"
+echo "IRQ-DEBUGFS $(tr '\n' ' ' < /sys/kernel/debug/dri/0/irq_received)"
+echo "STATS-READY end"
+read ack
 "#;
 
 /// The modes switched to, in this order (C24): what desktops use, up to 4K, and back. With
@@ -115,6 +139,33 @@ struct Step {
     name: String,
     ready: String,
     skipped: Vec<String>,
+    /// Save `query-qxl`'s reply as `name.json` instead of taking a screendump.
+    query: bool,
+    /// Wait for the device to go quiet first.
+    settle: bool,
+}
+
+impl Step {
+    fn screen(name: &str, ready: String) -> Step {
+        Step {
+            name: name.into(),
+            ready,
+            skipped: Vec::new(),
+            query: false,
+            settle: true,
+        }
+    }
+
+    /// Counters only; `settle` when they are compared with the guest's own.
+    fn stats(name: &str, settle: bool) -> Step {
+        Step {
+            name: name.into(),
+            ready: format!("STATS-READY {name}"),
+            skipped: Vec::new(),
+            query: true,
+            settle,
+        }
+    }
 }
 
 /// The host side, next to the vmm: wait for each step's marker, then for the device to go
@@ -140,30 +191,47 @@ fn host_script(dir: &Path, steps: &[Step], vmm_args: &str) -> String {
              exit $rc; }}; \
              sleep 0.2; done\n\
              if grep -q -e '{ready}' serial.log; then\n\
-             quiet=0; last=; n=0; while [ $quiet -lt 2 ] && [ $n -lt 60 ]; do n=$((n+1)); \
+             quiet={settled}; last=; n=0; while [ $quiet -lt 2 ] && [ $n -lt 60 ]; do n=$((n+1)); \
              now=$({qmp} {dir}/api.sock '{{\"execute\":\"query-qxl\"}}' \
              | grep -o '\"commands\":[0-9]*' || true); \
              if [ \"$now\" = \"$last\" ]; then quiet=$((quiet+1)); else quiet=0; fi; \
              last=$now; sleep 0.5; done\n\
-             for try in 1 2 3; do {qmp} {dir}/api.sock '{{\"execute\":\"screendump\",\
-             \"arguments\":{{\"filename\":\"{dir}/{name}.png\"}}}}' > reply; cat reply; \
-             grep -q return reply && break; sleep 1; done\n\
+             {take}\n\
              echo go >&3\nfi\n",
             qmp = qmp.display(),
             dir = dir.display(),
+            settled = if step.settle { 0 } else { 2 },
+            take = if step.query {
+                query_command(dir, name)
+            } else {
+                screendump_command(dir, name)
+            },
         ));
     }
-    script.push_str(&format!(
-        "{qmp} {dir}/api.sock '{{\"execute\":\"query-qxl\"}}' > query-qxl.json\n\
-         exec 3>&-\nwait $vmm\necho vmm-exit=$?\ncat serial.log\n",
-        qmp = qmp.display(),
-        dir = dir.display(),
-    ));
+    script.push_str("exec 3>&-\nwait $vmm\necho vmm-exit=$?\ncat serial.log\n");
     script
 }
 
+fn screendump_command(dir: &Path, name: &str) -> String {
+    format!(
+        "for try in 1 2 3; do {qmp} {dir}/api.sock '{{\"execute\":\"screendump\",\
+         \"arguments\":{{\"filename\":\"{dir}/{name}.png\"}}}}' > reply; cat reply; \
+         grep -q return reply && break; sleep 1; done",
+        qmp = repo_root().join("target/debug/qmp").display(),
+        dir = dir.display(),
+    )
+}
+
+fn query_command(dir: &Path, name: &str) -> String {
+    format!(
+        "{qmp} {dir}/api.sock '{{\"execute\":\"query-qxl\"}}' > {dir}/{name}.json",
+        qmp = repo_root().join("target/debug/qmp").display(),
+        dir = dir.display(),
+    )
+}
+
 /// Builds the guest initramfs plus an extra cpio archive holding the patterns and script.
-fn initramfs_with_patterns(dir: &Path, patterns: &[(&str, Frame)]) -> PathBuf {
+fn initramfs_with_patterns(dir: &Path, base: &Path, patterns: &[(&str, Frame)]) -> PathBuf {
     let tree = dir.join("tree");
     std::fs::create_dir_all(tree.join("patterns")).unwrap();
     for (name, frame) in patterns {
@@ -174,12 +242,12 @@ fn initramfs_with_patterns(dir: &Path, patterns: &[(&str, Frame)]) -> PathBuf {
     let modes: Vec<String> = MODES.iter().copied().map(mode_name).collect();
     let script = GUEST_SCRIPT.replace("@MODES@", &modes.join(" "));
     std::fs::write(tree.join("patterns/draw.sh"), script).unwrap();
-    for tool in ["fbwrite", "modeset"] {
+    for tool in ["fbwrite", "modeset", "updatearea"] {
         let source = repo_root().join(format!("tests/guest/{tool}.c"));
         compile_guest_tool(&source, &tree.join(format!("patterns/{tool}")), &["-Os"]).unwrap();
     }
 
-    initramfs_with(dir, &tree, "patterns").unwrap()
+    initramfs_with(dir, base, &tree, "patterns").unwrap()
 }
 
 fn read_png(path: &Path) -> (usize, usize, Frame) {
@@ -202,32 +270,31 @@ fn first_difference(got: &Frame, want: &Frame) -> Option<(usize, usize, u32, u32
     Some((i % WIDTH, i / WIDTH, got[i], want[i]))
 }
 
+/// Which qxl driver the guest loads.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Driver {
+    /// Debian's, unchanged (legacy INTx).
+    Stock,
+    /// Built from guest-drivers/ (`resources/build-guest.sh --patched-qxl`).
+    Patched,
+}
+
 #[test]
 fn stock_qxl_driver_shows_patterns_pixel_exact_and_fbcon_text() {
-    let Some(place) = require_boot_place("display") else {
-        return;
-    };
-    let dir = repo_root().join(format!("target/tests/display-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    run_display_test(Driver::Stock);
+}
 
-    let patterns = patterns();
-    let initramfs = initramfs_with_patterns(&dir, &patterns);
-    let mut args = guest_args(1, &run_cmdline("sh /patterns/draw.sh"));
-    args[3] = initramfs.display().to_string();
-    let mut steps: Vec<Step> = patterns
-        .iter()
-        .map(|(name, _)| Step {
-            name: name.to_string(),
-            ready: format!("PATTERN-READY {name}"),
-            skipped: Vec::new(),
-        })
-        .collect();
-    steps.push(Step {
-        name: "fbcon".into(),
-        ready: "PATTERN-READY fbcon".into(),
-        skipped: Vec::new(),
-    });
+#[test]
+fn patched_qxl_driver_shows_the_same_on_msi_without_sync_ports() {
+    run_display_test(Driver::Patched);
+}
+
+fn steps(patterns: &[(&str, Frame)]) -> Vec<Step> {
+    let mut steps = vec![Step::stats("startup", false)];
+    for (name, _) in patterns {
+        steps.push(Step::screen(name, format!("PATTERN-READY {name}")));
+    }
+    steps.push(Step::screen("fbcon", "PATTERN-READY fbcon".into()));
     steps.extend(MODES.iter().map(|&mode| {
         Step {
             name: mode_name(mode),
@@ -236,17 +303,44 @@ fn stock_qxl_driver_shows_patterns_pixel_exact_and_fbcon_text() {
                 .iter()
                 .map(|outcome| format!("MODESET-{outcome} {}", mode_name(mode)))
                 .collect(),
+            query: false,
+            settle: true,
         }
     }));
-    let script = host_script(
-        &dir,
-        &steps,
-        &args
-            .iter()
-            .map(|a| format!("'{a}'"))
-            .collect::<Vec<_>>()
-            .join(" "),
+    steps.push(Step::stats("before-update-area", false));
+    steps.push(Step::stats("after-update-area", false));
+    steps.push(Step::stats("end", true));
+    steps
+}
+
+fn run_display_test(driver: Driver) {
+    let test = format!("display ({driver:?} driver)");
+    let Some(place) = require_boot_place(&test) else {
+        return;
+    };
+    let initramfs = match driver {
+        Driver::Stock => "initramfs.cpio.gz",
+        Driver::Patched => "initramfs-patched-qxl.cpio.gz",
+    };
+    let base = guest_file(initramfs);
+    assert!(
+        base.exists(),
+        "{} is missing: run resources/build-guest.sh --patched-qxl",
+        base.display()
     );
+    let dir = repo_root().join(format!(
+        "target/tests/display-{driver:?}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let patterns = patterns();
+    let initramfs = initramfs_with_patterns(&dir, &base, &patterns);
+    let mut args = guest_args(1, &run_cmdline("sh /patterns/draw.sh"));
+    args[3] = initramfs.display().to_string();
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let script = host_script(&dir, &steps(&patterns), &quoted.join(" "));
 
     let (status, output) = run_host_script(place, &script, &dir, TIMEOUT).unwrap();
     assert_eq!(status.code(), Some(0), "{output}");
@@ -261,7 +355,13 @@ fn stock_qxl_driver_shows_patterns_pixel_exact_and_fbcon_text() {
     );
     assert!(output.contains("FB-MODE 1024,768"), "{output}");
 
-    for (name, want) in &patterns {
+    check_patterns(&dir, &patterns);
+    check_modes(&dir, &output);
+    check_ports_and_interrupts(&dir, &output, driver);
+}
+
+fn check_patterns(dir: &Path, patterns: &[(&str, Frame)]) {
+    for (name, want) in patterns {
         let (width, height, got) = read_png(&dir.join(format!("{name}.png")));
         assert_eq!((width, height), (WIDTH, HEIGHT), "{name}");
         if let Some((x, y, g, w)) = first_difference(&got, want) {
@@ -281,11 +381,162 @@ fn stock_qxl_driver_shows_patterns_pixel_exact_and_fbcon_text() {
         console[100 * WIDTH..].iter().all(|p| *p == 0),
         "screen below the text is not black"
     );
+}
 
-    check_modes(&dir, &output);
+/// `query-qxl` as saved by a stats step: port name -> writes, and the interrupts raised.
+struct Counters {
+    ports: std::collections::BTreeMap<String, u64>,
+    interrupts: u64,
+    msi: bool,
+}
 
-    let stats = std::fs::read_to_string(dir.join("query-qxl.json")).unwrap();
-    assert!(stats.contains("\"drawables\""), "{stats}");
+impl Counters {
+    fn read(dir: &Path, step: &str) -> Counters {
+        let path = dir.join(format!("{step}.json"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let reply: serde_json::Value = serde_json::from_str(&text).expect("query-qxl JSON");
+        let reply = &reply["return"];
+        let ports = reply["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["count"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        Counters {
+            ports,
+            interrupts: reply["interrupts"].as_u64().expect("interrupts"),
+            msi: reply["msi"].as_bool().expect("msi"),
+        }
+    }
+
+    fn port(&self, name: &str) -> u64 {
+        self.ports.get(name).copied().unwrap_or(0)
+    }
+
+    /// Ports written since `earlier` that are neither a ring doorbell nor asynchronous.
+    fn sync_writes_since(&self, earlier: &Counters) -> Vec<(String, u64)> {
+        self.ports
+            .iter()
+            .filter(|(name, _)| !name.ends_with("_ASYNC") && !name.starts_with("NOTIFY_CMD"))
+            .filter(|(name, _)| name.as_str() != "NOTIFY_CURSOR")
+            .map(|(name, count)| (name.clone(), count - earlier.port(name)))
+            .filter(|(_, delta)| *delta > 0)
+            .collect()
+    }
+
+    fn async_writes(&self) -> u64 {
+        self.ports
+            .iter()
+            .filter(|(name, _)| name.ends_with("_ASYNC"))
+            .map(|(_, count)| count)
+            .sum()
+    }
+}
+
+/// The number after `key=` in the guest's line starting with `prefix`.
+fn guest_value(output: &str, prefix: &str, key: &str) -> u64 {
+    let line = output
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} line:\n{output}"));
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+}
+
+/// The numbers on the guest's line starting with `prefix`.
+fn guest_numbers(output: &str, prefix: &str) -> Vec<u64> {
+    let line = output
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} line:\n{output}"));
+    line.split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+/// The interrupt kind, the ports written after start-up, C22's UPDATE_AREA writes against
+/// the requests that succeeded, and the interrupts on both sides.
+fn check_ports_and_interrupts(dir: &Path, output: &str, driver: Driver) {
+    let startup = Counters::read(dir, "startup");
+    let before = Counters::read(dir, "before-update-area");
+    let after = Counters::read(dir, "after-update-area");
+    let end = Counters::read(dir, "end");
+    let line = output
+        .lines()
+        .find(|l| l.starts_with("QXL-IRQ-LINE"))
+        .unwrap_or_else(|| panic!("no QXL-IRQ-LINE:\n{output}"));
+    let sync_after_startup = end.sync_writes_since(&startup);
+    eprintln!("{driver:?}: {line}; synchronous port writes after start-up: {sync_after_startup:?}");
+
+    // C22: each request that returned 0 wrote the port once; none failed.
+    let requests = guest_value(output, "UPDATE-AREA ", "ok");
+    let signals = guest_value(output, "UPDATE-AREA ", "signals");
+    let writes = after.port("UPDATE_AREA_ASYNC") - before.port("UPDATE_AREA_ASYNC");
+    eprintln!(
+        "{driver:?}: {requests} UPDATE_AREA requests, {writes} port writes, {signals} signals"
+    );
+    assert_eq!(guest_value(output, "UPDATE-AREA ", "failed"), 0, "{output}");
+    assert!(
+        signals > 100,
+        "too few signals to interrupt the waits: {signals}"
+    );
+
+    // The driver's own counts (debugfs irq_received): all, display, cursor, io_cmd, error.
+    let debugfs = guest_numbers(output, "IRQ-DEBUGFS");
+    assert_eq!(debugfs.len(), 5, "{debugfs:?}");
+    assert_eq!(
+        debugfs[3],
+        end.async_writes(),
+        "IO_CMD interrupts the driver took against asynchronous port writes"
+    );
+    assert_eq!(debugfs[4], 0, "error interrupts");
+
+    match driver {
+        Driver::Stock => {
+            assert!(line.contains("IO-APIC"), "stock driver on INTx: {line}");
+            assert!(!end.msi);
+            assert!(
+                sync_after_startup
+                    .iter()
+                    .any(|(name, _)| name == "UPDATE_IRQ"),
+                "the stock driver acknowledges each interrupt with UPDATE_IRQ"
+            );
+            // The stock driver's known fault, which shows that the patched run's equality
+            // is not a given: an interrupted wait restarts the call and writes again.
+            assert!(
+                writes > requests,
+                "the stock driver rewrote no interrupted request ({writes} writes)"
+            );
+        }
+        Driver::Patched => {
+            assert!(output.contains("using MSI interrupts"), "{output}");
+            assert!(line.contains("PCI-MSI"), "patched driver on MSI: {line}");
+            assert!(end.msi, "query-qxl: msi");
+            assert_eq!(
+                sync_after_startup,
+                [],
+                "synchronous port writes after start-up"
+            );
+            assert_eq!(
+                writes, requests,
+                "C22: one port write per UPDATE_AREA request"
+            );
+            let proc = guest_numbers(output, "IRQ-PROC");
+            assert_eq!(
+                (proc[0], debugfs[0]),
+                (end.interrupts, end.interrupts),
+                "messages the device sent, the guest received and found work in"
+            );
+        }
+    }
 }
 
 /// C24: each mode the guest switched to either showed its pattern at its size, pixel for

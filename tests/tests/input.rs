@@ -194,7 +194,7 @@ fn initramfs_with_script(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(tree.join("input")).unwrap();
     std::fs::write(tree.join("input/check.sh"), GUEST_SCRIPT).unwrap();
 
-    initramfs_with(dir, &tree, "input").unwrap()
+    initramfs_with(dir, &guest_file("initramfs.cpio.gz"), &tree, "input").unwrap()
 }
 
 /// The values after `prefix` on each line that starts with it, as numbers.

@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// updatearea: asks the qxl driver to update a 64x64 off-screen surface (DRM_IOCTL_QXL_ALLOC_SURF;
+// the driver creates it on the device at the first request) N times with its
+// DRM_IOCTL_QXL_UPDATE_AREA (one QXL_IO_UPDATE_AREA_ASYNC port write each), while an interval
+// timer sends SIGALRM every INTERVAL_US microseconds, so that signals land while the driver
+// waits for the device's completion interrupt (field case C22, driver side).
+//
+//   updatearea N INTERVAL_US
+//
+// The handler is installed with SA_RESTART, as X servers install theirs: an interrupted call
+// that the driver reports as -ERESTARTSYS is restarted by the kernel without the program
+// seeing it. Prints "UPDATE-AREA ok=A eintr=B failed=C signals=S": A calls returned 0, B
+// returned EINTR, C failed otherwise (the first such errno is printed too). A driver that
+// writes each request once makes the device count exactly A UPDATE_AREA_ASYNC writes.
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+/* From the kernel's include/uapi/drm/drm.h, drm_mode.h and qxl_drm.h. */
+struct qxl_alloc_surf {
+    uint32_t format, width, height;
+    int32_t stride;
+    uint32_t handle, pad;
+};
+
+struct qxl_update_area {
+    uint32_t handle, top, left, bottom, right, pad;
+};
+
+#define DRM_IOCTL_QXL_ALLOC_SURF _IOWR('d', 0x40 + 0x06, struct qxl_alloc_surf)
+/* SPICE_SURFACE_FMT_32_xRGB */
+#define FORMAT_XRGB 32
+#define DRM_IOCTL_QXL_UPDATE_AREA _IOW('d', 0x40 + 0x03, struct qxl_update_area)
+
+static volatile sig_atomic_t signals;
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    signals++;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: updatearea N INTERVAL_US\n");
+        return 2;
+    }
+    long n = atol(argv[1]), interval = atol(argv[2]);
+
+    int fd = open("/dev/dri/card0", O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        printf("UPDATE-AREA-ERROR open /dev/dri/card0: %s\n", strerror(errno));
+        return 1;
+    }
+    struct qxl_alloc_surf surface = {
+        .format = FORMAT_XRGB, .width = 64, .height = 64, .stride = 64 * 4,
+    };
+    if (ioctl(fd, DRM_IOCTL_QXL_ALLOC_SURF, &surface) < 0) {
+        printf("UPDATE-AREA-ERROR alloc surface: %s\n", strerror(errno));
+        return 1;
+    }
+
+    struct sigaction action = {.sa_handler = on_alarm, .sa_flags = SA_RESTART};
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGALRM, &action, NULL);
+    struct itimerval timer = {
+        .it_interval = {.tv_usec = interval},
+        .it_value = {.tv_usec = interval},
+    };
+    setitimer(ITIMER_REAL, &timer, NULL);
+
+    long ok = 0, eintr = 0, failed = 0;
+    int first_errno = 0;
+    for (long i = 0; i < n; i++) {
+        struct qxl_update_area area = {
+            .handle = surface.handle, .top = 0, .left = 0, .bottom = 64, .right = 64,
+        };
+        if (ioctl(fd, DRM_IOCTL_QXL_UPDATE_AREA, &area) == 0) {
+            ok++;
+        } else if (errno == EINTR) {
+            eintr++;
+        } else {
+            if (!first_errno)
+                first_errno = errno;
+            failed++;
+        }
+    }
+
+    struct itimerval off = {0};
+    setitimer(ITIMER_REAL, &off, NULL);
+    printf("UPDATE-AREA ok=%ld eintr=%ld failed=%ld signals=%ld", ok, eintr, failed,
+           (long)signals);
+    if (first_errno)
+        printf(" errno=%d", first_errno);
+    printf("\n");
+    return failed ? 1 : 0;
+}
