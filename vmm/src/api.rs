@@ -224,6 +224,7 @@ fn execute(
         }
         "screendump" => screendump(context, &arguments, stream.clone()),
         "input-send-event" => Some(input_send_event(context, &arguments)),
+        "x-qxl-drop-interrupts" => Some(drop_interrupts(context, &arguments)),
         other => Some(error(
             "CommandNotFound",
             &format!("The command {other} has not been found"),
@@ -264,11 +265,35 @@ fn query_qxl(context: &ApiContext) -> Value {
         "ports": ports,
         "queue-depth": display.queue_depth(),
         "interrupts": shared.interrupts_raised.load(Ordering::Relaxed),
+        "interrupts-dropped": shared.interrupts_dropped.load(Ordering::Relaxed),
         "ioeventfd-notifies": shared.ioeventfd_notifies.load(Ordering::Relaxed),
         "msi": display.msi_enabled(),
         "requests-refused": shared.requests_refused.load(Ordering::Relaxed),
         "engine": engine,
     }})
+}
+
+/// The most interrupts one `x-qxl-drop-interrupts` may drop.
+const MAX_DROPPED_INTERRUPTS: u64 = 1000;
+
+/// For testing guest drivers: the QXL device loses its next `count` interrupts.
+fn drop_interrupts(context: &ApiContext, arguments: &Value) -> Value {
+    let Some(display) = &context.display else {
+        return error(
+            "DeviceNotFound",
+            "this VM has no QXL device (see --display)",
+        );
+    };
+    match arguments.get("count").and_then(Value::as_u64) {
+        Some(count @ 0..=MAX_DROPPED_INTERRUPTS) => {
+            display.shared.drop_interrupts(count);
+            json!({"return": {}})
+        }
+        _ => error(
+            "GenericError",
+            &format!("'count' must be a number from 0 to {MAX_DROPPED_INTERRUPTS}"),
+        ),
+    }
 }
 
 fn input_send_event(context: &ApiContext, arguments: &Value) -> Value {

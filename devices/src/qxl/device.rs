@@ -244,6 +244,10 @@ pub struct QxlShared {
     pub stats: QxlPortStats,
     /// Interrupts raised towards the guest.
     pub interrupts_raised: AtomicU64,
+    /// Interrupts still to be dropped on purpose (see [`Self::drop_interrupts`]).
+    drops_wanted: AtomicU64,
+    /// Interrupts dropped on purpose.
+    pub interrupts_dropped: AtomicU64,
     /// Requests refused because the queue was full or the guest misbehaved.
     pub requests_refused: AtomicU64,
     /// Current guest addresses of BAR 0 and BAR 1, for memslot checks.
@@ -283,6 +287,8 @@ impl QxlShared {
             sync_slots: (0..SYNC_SLOTS).map(|_| SyncSlot::default()).collect(),
             stats: QxlPortStats::new(),
             interrupts_raised: AtomicU64::new(0),
+            drops_wanted: AtomicU64::new(0),
+            interrupts_dropped: AtomicU64::new(0),
             requests_refused: AtomicU64::new(0),
             bar_addresses: [AtomicU64::new(0), AtomicU64::new(0)],
             queued: AtomicUsize::new(0),
@@ -336,7 +342,23 @@ impl QxlShared {
         }
     }
 
+    /// For testing drivers: the next `count` interrupts are not delivered, as if lost on the
+    /// way, though their bits are set in `int_pending` as always.
+    pub fn drop_interrupts(&self, count: u64) {
+        self.drops_wanted.store(count, Ordering::SeqCst);
+    }
+
     fn deliver(&self) {
+        let drop = |n: u64| n.checked_sub(1);
+        if self.drops_wanted.load(Ordering::Relaxed) > 0
+            && self
+                .drops_wanted
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, drop)
+                .is_ok()
+        {
+            self.interrupts_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.interrupts_raised.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.irq.raise() {
             log::debug!("qxl: cannot raise the interrupt: {e}");
@@ -862,6 +884,22 @@ mod tests {
         );
         f.shared.raise_interrupt(QXL_INTERRUPT_DISPLAY);
         assert_eq!(sent(), 2, "after the handler's exchange, a new message");
+
+        f.shared.drop_interrupts(1);
+        f.header(RAM_INT_PENDING).store(0, Ordering::SeqCst);
+        f.shared.raise_interrupt(QXL_INTERRUPT_IO_CMD);
+        assert_eq!(sent(), 2, "dropped on purpose");
+        assert_eq!(f.shared.interrupts_dropped.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            f.pending(),
+            QXL_INTERRUPT_IO_CMD,
+            "the bit is set all the same"
+        );
+        f.shared.raise_interrupt(QXL_INTERRUPT_DISPLAY);
+        assert_eq!(sent(), 2, "no message while a bit waits for the guest");
+        f.header(RAM_INT_PENDING).store(0, Ordering::SeqCst);
+        f.shared.raise_interrupt(QXL_INTERRUPT_DISPLAY);
+        assert_eq!(sent(), 3, "one drop only");
     }
 
     #[test]
