@@ -9,6 +9,11 @@
 //                             or "MODESET-NOMODE WxH" / "MODESET-FAILED WxH errno=N"
 //   modeset cycle N WxH ...   sets the modes in turn N times without waiting, then prints
 //                             "MODESET-CYCLED ok=A failed=B"
+//   modeset cycle-busy N WxH ...
+//                             the same, while a child process on the same file keeps asking
+//                             the driver to update a 64x64 off-screen surface
+//                             (DRM_IOCTL_QXL_UPDATE_AREA), so that mode changes meet requests
+//                             in flight; the child prints "MODESET-BUSY requests=A failed=B"
 //
 // The pattern: pixel (x, y) = 0x00RRGGBB with R = x & 0xff, G = y & 0xff, B = 0x5a.
 // Closing the device at exit gives the display back to the console.
@@ -20,7 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* The KMS ABI, from the kernel's include/uapi/drm/drm.h and drm_mode.h. */
@@ -80,6 +87,20 @@ struct fb_dirty {
 #define IOCTL_CREATE_DUMB DRM_RW(0xB2, struct create_dumb)
 #define IOCTL_MAP_DUMB DRM_RW(0xB3, struct map_dumb)
 #define IOCTL_DESTROY_DUMB DRM_RW(0xB4, uint32_t)
+
+/* From the kernel's include/uapi/drm/qxl_drm.h. */
+struct qxl_alloc_surf {
+    uint32_t format, width, height;
+    int32_t stride;
+    uint32_t handle, pad;
+};
+
+struct qxl_update_area {
+    uint32_t handle, top, left, bottom, right, pad;
+};
+
+#define IOCTL_QXL_ALLOC_SURF DRM_RW(0x40 + 0x06, struct qxl_alloc_surf)
+#define IOCTL_QXL_UPDATE_AREA _IOW('d', 0x40 + 0x03, struct qxl_update_area)
 
 #define MAX_MODES 256
 
@@ -196,6 +217,34 @@ destroy:
     return err;
 }
 
+static volatile sig_atomic_t stop_requests;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    stop_requests = 1;
+}
+
+/* The child of cycle-busy: UPDATE_AREA requests until SIGTERM. */
+static void keep_requesting(void)
+{
+    struct sigaction action = {.sa_handler = on_term, .sa_flags = SA_RESTART};
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGTERM, &action, NULL);
+    struct qxl_alloc_surf surface = {.format = 32, .width = 64, .height = 64, .stride = 256};
+    if (ioctl(card, IOCTL_QXL_ALLOC_SURF, &surface))
+        die("QXL_ALLOC_SURF");
+    long requests = 0, failed = 0;
+    while (!stop_requests) {
+        struct qxl_update_area area = {.handle = surface.handle, .bottom = 64, .right = 64};
+        if (ioctl(card, IOCTL_QXL_UPDATE_AREA, &area))
+            failed++;
+        requests++;
+    }
+    printf("MODESET-BUSY requests=%ld failed=%ld\n", requests, failed);
+    exit(0);
+}
+
 static int parse(const char *arg, unsigned *w, unsigned *h)
 {
     return sscanf(arg, "%ux%u", w, h) == 2;
@@ -217,8 +266,14 @@ int main(int argc, char **argv)
         return 0;
     }
 
-    if (argc >= 4 && !strcmp(argv[1], "cycle")) {
+    int busy = argc >= 4 && !strcmp(argv[1], "cycle-busy");
+    if (argc >= 4 && (busy || !strcmp(argv[1], "cycle"))) {
         int rounds = atoi(argv[2]), ok = 0, failed = 0;
+        pid_t child = busy ? fork() : 0;
+        if (child < 0)
+            die("fork");
+        if (busy && child == 0)
+            keep_requesting();
         for (int r = 0; r < rounds; r++) {
             for (int i = 3; i < argc; i++) {
                 unsigned w, h;
@@ -229,6 +284,10 @@ int main(int argc, char **argv)
                 else
                     failed++;
             }
+        }
+        if (busy) {
+            kill(child, SIGTERM);
+            waitpid(child, NULL, 0);
         }
         printf("MODESET-CYCLED ok=%d failed=%d\n", ok, failed);
         return 0;

@@ -10,8 +10,9 @@
 //
 // The handler is installed with SA_RESTART, as X servers install theirs: an interrupted call
 // that the driver reports as -ERESTARTSYS is restarted by the kernel without the program
-// seeing it. Prints "UPDATE-AREA ok=A eintr=B failed=C signals=S": A calls returned 0, B
-// returned EINTR, C failed otherwise (the first such errno is printed too). A driver that
+// seeing it. Prints "UPDATE-AREA ok=A eintr=B failed=C signals=S ms=T": A calls returned 0,
+// B returned EINTR, C failed otherwise (the first such errno is printed too), in T ms.
+// INTERVAL_US 0 sends no signal. A driver that
 // writes each request once makes the device count exactly A UPDATE_AREA_ASYNC writes.
 
 #include <errno.h>
@@ -23,6 +24,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 /* From the kernel's include/uapi/drm/drm.h, drm_mode.h and qxl_drm.h. */
@@ -79,6 +81,8 @@ int main(int argc, char **argv)
     };
     setitimer(ITIMER_REAL, &timer, NULL);
 
+    struct timespec start, end;
+    clock_gettime(CLOCK_MONOTONIC, &start);
     long ok = 0, eintr = 0, failed = 0;
     int first_errno = 0;
     for (long i = 0; i < n; i++) {
@@ -96,10 +100,12 @@ int main(int argc, char **argv)
         }
     }
 
+    clock_gettime(CLOCK_MONOTONIC, &end);
     struct itimerval off = {0};
     setitimer(ITIMER_REAL, &off, NULL);
-    printf("UPDATE-AREA ok=%ld eintr=%ld failed=%ld signals=%ld", ok, eintr, failed,
-           (long)signals);
+    long ms = (end.tv_sec - start.tv_sec) * 1000 + (end.tv_nsec - start.tv_nsec) / 1000000;
+    printf("UPDATE-AREA ok=%ld eintr=%ld failed=%ld signals=%ld ms=%ld", ok, eintr, failed,
+           (long)signals, ms);
     if (first_errno)
         printf(" errno=%d", first_errno);
     printf("\n");

@@ -98,13 +98,18 @@ read ack
 # C24: mode switches as xrandr makes them; each mode is shown until the host says go.
 /patterns/modeset list
 /patterns/modeset @MODES@
-/patterns/modeset cycle 25 @MODES@
+/patterns/modeset cycle-busy 25 @MODES@
 # C22: UPDATE_AREA requests while SIGALRM keeps interrupting the waits.
 echo "STATS-READY before-update-area"
 read ack
 /patterns/updatearea 300 250
 echo "STATS-READY after-update-area"
 read ack
+# The host has the device lose its next interrupt; the requests must still complete.
+echo "STATS-READY lose-interrupt"
+read ack
+/patterns/updatearea 20 0 | sed 's/^UPDATE-AREA /LOST-IRQ-UPDATE-AREA /'
+dmesg | grep 'pending with no interrupt' | sed 's/^/LOST-IRQ-HANDLED /'
 # The patched module is unsigned; the kernel's note that it cannot verify it is no error.
 dmesg | grep -iE 'qxl|drm' | grep -iE 'error|fail|alloc' | grep -v 'module verification failed' \
     | sed 's/^/GUEST-ERROR /'
@@ -143,6 +148,8 @@ struct Step {
     query: bool,
     /// Wait for the device to go quiet first.
     settle: bool,
+    /// A control socket request to send after the screendump or query.
+    request: Option<&'static str>,
 }
 
 impl Step {
@@ -153,6 +160,7 @@ impl Step {
             skipped: Vec::new(),
             query: false,
             settle: true,
+            request: None,
         }
     }
 
@@ -164,6 +172,14 @@ impl Step {
             skipped: Vec::new(),
             query: true,
             settle,
+            request: None,
+        }
+    }
+
+    fn then_request(self, request: &'static str) -> Step {
+        Step {
+            request: Some(request),
+            ..self
         }
     }
 }
@@ -196,11 +212,16 @@ fn host_script(dir: &Path, steps: &[Step], vmm_args: &str) -> String {
              | grep -o '\"commands\":[0-9]*' || true); \
              if [ \"$now\" = \"$last\" ]; then quiet=$((quiet+1)); else quiet=0; fi; \
              last=$now; sleep 0.5; done\n\
-             {take}\n\
+             {take}\n{request}\n\
              echo go >&3\nfi\n",
             qmp = qmp.display(),
             dir = dir.display(),
             settled = if step.settle { 0 } else { 2 },
+            request = step.request.map_or(String::new(), |r| format!(
+                "{qmp} {dir}/api.sock '{r}'",
+                qmp = qmp.display(),
+                dir = dir.display()
+            )),
             take = if step.query {
                 query_command(dir, name)
             } else {
@@ -305,10 +326,15 @@ fn steps(patterns: &[(&str, Frame)]) -> Vec<Step> {
                 .collect(),
             query: false,
             settle: true,
+            request: None,
         }
     }));
     steps.push(Step::stats("before-update-area", false));
     steps.push(Step::stats("after-update-area", false));
+    steps.push(
+        Step::stats("lose-interrupt", false)
+            .then_request(r#"{"execute":"x-qxl-drop-interrupts","arguments":{"count":1}}"#),
+    );
     steps.push(Step::stats("end", true));
     steps
 }
@@ -387,6 +413,7 @@ fn check_patterns(dir: &Path, patterns: &[(&str, Frame)]) {
 struct Counters {
     ports: std::collections::BTreeMap<String, u64>,
     interrupts: u64,
+    dropped: u64,
     msi: bool,
 }
 
@@ -411,6 +438,9 @@ impl Counters {
         Counters {
             ports,
             interrupts: reply["interrupts"].as_u64().expect("interrupts"),
+            dropped: reply["interrupts-dropped"]
+                .as_u64()
+                .expect("interrupts-dropped"),
             msi: reply["msi"].as_bool().expect("msi"),
         }
     }
@@ -489,6 +519,20 @@ fn check_ports_and_interrupts(dir: &Path, output: &str, driver: Driver) {
         "too few signals to interrupt the waits: {signals}"
     );
 
+    // A lost interrupt: the requests after it complete all the same.
+    let lost = "LOST-IRQ-UPDATE-AREA ";
+    let lost_ms = guest_value(output, lost, "ms");
+    eprintln!("{driver:?}: 20 UPDATE_AREA requests after a lost interrupt took {lost_ms} ms");
+    assert_eq!(
+        (
+            guest_value(output, lost, "ok"),
+            guest_value(output, lost, "failed")
+        ),
+        (20, 0),
+        "{output}"
+    );
+    assert_eq!(end.dropped, 1, "interrupts the device lost on purpose");
+
     // The driver's own counts (debugfs irq_received): all, display, cursor, io_cmd, error.
     let debugfs = guest_numbers(output, "IRQ-DEBUGFS");
     assert_eq!(debugfs.len(), 5, "{debugfs:?}");
@@ -528,6 +572,14 @@ fn check_ports_and_interrupts(dir: &Path, output: &str, driver: Driver) {
             assert_eq!(
                 writes, requests,
                 "C22: one port write per UPDATE_AREA request"
+            );
+            assert!(
+                output.contains("LOST-IRQ-HANDLED"),
+                "the driver did not find the lost interrupt's bits:\n{output}"
+            );
+            assert!(
+                lost_ms < 5000,
+                "a lost interrupt made a request wait for its timeout"
             );
             let proc = guest_numbers(output, "IRQ-PROC");
             assert_eq!(
@@ -573,8 +625,18 @@ fn check_modes(dir: &Path, output: &str) {
     }
     assert!(output.contains("MODESET-OK 1024x768"), "{output}");
     assert!(output.contains("MODESET-CYCLED ok="), "{output}");
-    assert!(
-        output.contains("failed=0"),
+    // Mode changes met UPDATE_AREA requests in flight from a second process; none failed.
+    let requests = guest_value(output, "MODESET-BUSY ", "requests");
+    eprintln!("{requests} UPDATE_AREA requests during the mode switches");
+    assert!(requests > 0, "{output}");
+    assert_eq!(
+        guest_value(output, "MODESET-BUSY ", "failed"),
+        0,
+        "{output}"
+    );
+    assert_eq!(
+        guest_value(output, "MODESET-CYCLED ", "failed"),
+        0,
         "mode switches failed in the cycle:\n{output}"
     );
     assert!(

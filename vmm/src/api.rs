@@ -434,6 +434,8 @@ mod tests {
         );
         let no_display = run(r#"{"execute": "screendump", "arguments": {"filename": "/x"}}"#);
         assert_eq!(no_display["error"]["class"], "DeviceNotFound");
+        let drop = run(r#"{"execute": "x-qxl-drop-interrupts", "arguments": {"count": 1}}"#);
+        assert_eq!(drop["error"]["class"], "DeviceNotFound");
     }
 
     #[test]
