@@ -14,6 +14,7 @@
 #![allow(clippy::tests_outside_test_module)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use vmm_tests::*;
@@ -121,6 +122,17 @@ echo "IRQ-PROC $(grep -w qxl /proc/interrupts | awk '{ print $2 }')"
 echo "IRQ-DEBUGFS $(tr '\n' ' ' < /sys/kernel/debug/dri/0/irq_received)"
 echo "STATS-READY end"
 read ack
+"#;
+
+/// The patched driver under QEMU's qxl-vga (no MSI, revision 5): requests interrupted by
+/// signals, and mode switches with requests in flight.
+const QEMU_SCRIPT: &str = r#"#!/bin/sh
+dmesg | grep -E 'qxl' | grep -E 'interrupts|Initialized'
+/patterns/updatearea 300 250
+/patterns/modeset cycle-busy 5 1920x1080 1024x768
+dmesg | grep -iE 'qxl|drm' | grep -iE 'error|fail|alloc' | grep -v 'module verification failed' \
+    | sed 's/^/GUEST-ERROR /'
+echo QEMU-DONE
 "#;
 
 /// The modes switched to, in this order (C24): what desktops use, up to 4K, and back. With
@@ -263,6 +275,7 @@ fn initramfs_with_patterns(dir: &Path, base: &Path, patterns: &[(&str, Frame)]) 
     let modes: Vec<String> = MODES.iter().copied().map(mode_name).collect();
     let script = GUEST_SCRIPT.replace("@MODES@", &modes.join(" "));
     std::fs::write(tree.join("patterns/draw.sh"), script).unwrap();
+    std::fs::write(tree.join("patterns/qemu.sh"), QEMU_SCRIPT).unwrap();
     for tool in ["fbwrite", "modeset", "updatearea"] {
         let source = repo_root().join(format!("tests/guest/{tool}.c"));
         compile_guest_tool(&source, &tree.join(format!("patterns/{tool}")), &["-Os"]).unwrap();
@@ -308,6 +321,64 @@ fn stock_qxl_driver_shows_patterns_pixel_exact_and_fbcon_text() {
 #[test]
 fn patched_qxl_driver_shows_the_same_on_msi_without_sync_ports() {
     run_display_test(Driver::Patched);
+}
+
+/// The patched driver on a device without MSI and older than revision 6, QEMU's: it falls
+/// back to the legacy interrupt and to NOTIFY_OOM for releases, and works as the stock one.
+#[test]
+fn patched_qxl_driver_falls_back_to_intx_under_qemu() {
+    let Some(place) = require_boot_place("patched qxl driver under QEMU") else {
+        return;
+    };
+    let qemu = "qemu-system-x86_64";
+    if Command::new(qemu).arg("--version").output().is_err() {
+        let why = format!("{qemu} is missing (Debian: qemu-system-x86; tests/run.sh installs it)");
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = repo_root().join(format!("target/tests/display-qemu-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let initramfs =
+        initramfs_with_patterns(&dir, &guest_file("initramfs-patched-qxl.cpio.gz"), &[]);
+    let script = format!(
+        "cd {dir}\n\
+         {qemu} -accel kvm -cpu host -smp 1 -m 512 -vga qxl \
+         -spice unix=on,addr={dir}/spice.sock,disable-ticketing=on \
+         -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+         -kernel {kernel} -initrd {initramfs} -append '{cmdline}' </dev/null >serial.log 2>&1\n\
+         echo qemu-exit=$?\ncat serial.log\n",
+        dir = dir.display(),
+        kernel = guest_file("bzImage").display(),
+        initramfs = initramfs.display(),
+        cmdline = run_cmdline("sh /patterns/qemu.sh"),
+    );
+
+    let (status, output) = run_host_script(place, &script, &dir, TIMEOUT).unwrap();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(output.contains("qemu-exit=0"), "{output}");
+    assert!(output.contains("using legacy INTx interrupts"), "{output}");
+    assert!(output.contains("QEMU-DONE"), "{output}");
+    assert_eq!(
+        (
+            guest_value(&output, "UPDATE-AREA ", "ok"),
+            guest_value(&output, "UPDATE-AREA ", "failed")
+        ),
+        (300, 0),
+        "{output}"
+    );
+    assert_eq!(
+        guest_value(&output, "MODESET-BUSY ", "failed"),
+        0,
+        "{output}"
+    );
+    assert_eq!(
+        guest_value(&output, "MODESET-CYCLED ", "failed"),
+        0,
+        "{output}"
+    );
+    assert!(!output.contains("GUEST-ERROR"), "{output}");
 }
 
 fn steps(patterns: &[(&str, Frame)]) -> Vec<Step> {

@@ -29,9 +29,16 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use vmm_tests::qmp::Qmp;
 use vmm_tests::stats::summary;
-use vmm_tests::{guest_file, repo_root, Session, TEST_CMDLINE};
+use vmm_tests::{repo_root, Session, TEST_CMDLINE};
 
 const DEFAULT_RUNS: usize = 3;
+
+/// A file of the test guest. Not `vmm_tests::guest_file`, which builds the guest first: the
+/// benchmark may run in the test host, where the repository is read-only;
+/// tests/bench-driver.sh builds it.
+fn guest_file(name: &str) -> PathBuf {
+    repo_root().join("target/guest").join(name)
+}
 /// A boot's process is killed at this age at the latest.
 const DEADLINE: Duration = Duration::from_secs(600);
 /// How long the guest may take to reach its shell.
