@@ -169,6 +169,9 @@ cp "$work/$DRIVER_DIR/qxl.ko" "$out/qxl.ko"
 strip --strip-debug "$out/qxl.ko"
 modinfo -F vermagic "$out/qxl.ko" 2>/dev/null | grep -q "^$release " \
     || die "$out/qxl.ko was not built for $release"
-if ((stock)); then what="the stock driver"; else what="the driver with $(ls "$PATCHES" | wc -l) patches"; fi
+what="the stock driver"
+if ((stock == 0)); then
+    what="the driver with $(find "$PATCHES" -name '*.patch' | wc -l) patches"
+fi
 log "built $what for $release: $out/qxl.ko"
 printf '%s\n' "$out/qxl.ko"
