@@ -59,6 +59,18 @@ for arg in "$@"; do
     esac
 done
 
+# Packs folder $1 into the gzipped initramfs $2. Fixed timestamps and sorted names make the
+# archive reproducible.
+pack_initramfs() {
+    find "$1" -exec touch -h -d @0 {} +
+    (
+        cd "$1"
+        find . -mindepth 1 -print0 | LC_ALL=C sort -z \
+            | cpio --null --create --format=newc --owner=0:0 --reproducible --quiet
+    ) | gzip -9n >"$2.tmp"
+    mv "$2.tmp" "$2"
+}
+
 # The initramfs with the patched qxl module: the stock one unpacked, its qxl.ko replaced by
 # the one guest-drivers/build.sh makes for the same kernel, and packed again.
 build_patched_qxl() {
@@ -85,13 +97,7 @@ build_patched_qxl() {
     [[ -n $module ]] || die "no qxl.ko in $stock"
     cp "$ko" "$module"
     depmod -b "$tree" "$kver"
-    find "$tree" -exec touch -h -d @0 {} +
-    (
-        cd "$tree"
-        find . -mindepth 1 -print0 | LC_ALL=C sort -z \
-            | cpio --null --create --format=newc --owner=0:0 --reproducible --quiet
-    ) | gzip -9n >"$out.tmp"
-    mv "$out.tmp" "$out"
+    pack_initramfs "$tree" "$out"
     log "done: $out (qxl.ko from guest-drivers/, $(git -C "$REPO" rev-parse --short HEAD \
         2>/dev/null || echo '?'))"
 }
@@ -349,14 +355,7 @@ sed -i "s/@GUEST_MODULES@/$GUEST_MODULES/" "$STAGE/init"
 chmod 755 "$STAGE/init"
 
 log "packing the initramfs (modules: $(basename -a "${copied[@]}" | tr '\n' ' '| sed 's/ $//'))"
-# Fixed timestamps make the archive reproducible.
-find "$STAGE" -exec touch -h -d @0 {} +
-(
-    cd "$STAGE"
-    find . -mindepth 1 -print0 | LC_ALL=C sort -z \
-        | cpio --null --create --format=newc --owner=0:0 --reproducible --quiet
-) | gzip -9n >"$OUT/initramfs.cpio.gz.tmp"
-mv "$OUT/initramfs.cpio.gz.tmp" "$OUT/initramfs.cpio.gz"
+pack_initramfs "$STAGE" "$OUT/initramfs.cpio.gz"
 cp "$KROOT/boot/vmlinuz-$kver" "$OUT/bzImage.tmp"
 mv "$OUT/bzImage.tmp" "$OUT/bzImage"
 

@@ -30,6 +30,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "qxl-surface.h"
+
 /* The KMS ABI, from the kernel's include/uapi/drm/drm.h and drm_mode.h. */
 struct mode_info {
     uint32_t clock;
@@ -87,20 +89,6 @@ struct fb_dirty {
 #define IOCTL_CREATE_DUMB DRM_RW(0xB2, struct create_dumb)
 #define IOCTL_MAP_DUMB DRM_RW(0xB3, struct map_dumb)
 #define IOCTL_DESTROY_DUMB DRM_RW(0xB4, uint32_t)
-
-/* From the kernel's include/uapi/drm/qxl_drm.h. */
-struct qxl_alloc_surf {
-    uint32_t format, width, height;
-    int32_t stride;
-    uint32_t handle, pad;
-};
-
-struct qxl_update_area {
-    uint32_t handle, top, left, bottom, right, pad;
-};
-
-#define IOCTL_QXL_ALLOC_SURF DRM_RW(0x40 + 0x06, struct qxl_alloc_surf)
-#define IOCTL_QXL_UPDATE_AREA _IOW('d', 0x40 + 0x03, struct qxl_update_area)
 
 #define MAX_MODES 256
 
@@ -231,13 +219,12 @@ static void keep_requesting(void)
     struct sigaction action = {.sa_handler = on_term, .sa_flags = SA_RESTART};
     sigemptyset(&action.sa_mask);
     sigaction(SIGTERM, &action, NULL);
-    struct qxl_alloc_surf surface = {.format = 32, .width = 64, .height = 64, .stride = 256};
-    if (ioctl(card, IOCTL_QXL_ALLOC_SURF, &surface))
+    uint32_t surface;
+    if (qxl_surface_alloc(card, &surface))
         die("QXL_ALLOC_SURF");
     long requests = 0, failed = 0;
     while (!stop_requests) {
-        struct qxl_update_area area = {.handle = surface.handle, .bottom = 64, .right = 64};
-        if (ioctl(card, IOCTL_QXL_UPDATE_AREA, &area))
+        if (qxl_surface_update(card, surface))
             failed++;
         requests++;
     }

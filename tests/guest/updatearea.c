@@ -27,21 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* From the kernel's include/uapi/drm/drm.h, drm_mode.h and qxl_drm.h. */
-struct qxl_alloc_surf {
-    uint32_t format, width, height;
-    int32_t stride;
-    uint32_t handle, pad;
-};
-
-struct qxl_update_area {
-    uint32_t handle, top, left, bottom, right, pad;
-};
-
-#define DRM_IOCTL_QXL_ALLOC_SURF _IOWR('d', 0x40 + 0x06, struct qxl_alloc_surf)
-/* SPICE_SURFACE_FMT_32_xRGB */
-#define FORMAT_XRGB 32
-#define DRM_IOCTL_QXL_UPDATE_AREA _IOW('d', 0x40 + 0x03, struct qxl_update_area)
+#include "qxl-surface.h"
 
 static volatile sig_atomic_t signals;
 
@@ -64,10 +50,8 @@ int main(int argc, char **argv)
         printf("UPDATE-AREA-ERROR open /dev/dri/card0: %s\n", strerror(errno));
         return 1;
     }
-    struct qxl_alloc_surf surface = {
-        .format = FORMAT_XRGB, .width = 64, .height = 64, .stride = 64 * 4,
-    };
-    if (ioctl(fd, DRM_IOCTL_QXL_ALLOC_SURF, &surface) < 0) {
+    uint32_t surface;
+    if (qxl_surface_alloc(fd, &surface)) {
         printf("UPDATE-AREA-ERROR alloc surface: %s\n", strerror(errno));
         return 1;
     }
@@ -86,10 +70,7 @@ int main(int argc, char **argv)
     long ok = 0, eintr = 0, failed = 0;
     int first_errno = 0;
     for (long i = 0; i < n; i++) {
-        struct qxl_update_area area = {
-            .handle = surface.handle, .top = 0, .left = 0, .bottom = 64, .right = 64,
-        };
-        if (ioctl(fd, DRM_IOCTL_QXL_UPDATE_AREA, &area) == 0) {
+        if (qxl_surface_update(fd, surface) == 0) {
             ok++;
         } else if (errno == EINTR) {
             eintr++;

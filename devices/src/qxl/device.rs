@@ -842,13 +842,7 @@ mod tests {
         f.write(QXL_IO_UPDATE_IRQ, 0);
         assert!(f.intx.read().is_err(), "guest cleared it: line stays low");
 
-        let msi = MsiMessage {
-            enabled: true,
-            masked: false,
-            address: 0xfee0_0000,
-            data: 0x31,
-        };
-        f.irq.update(msi, 0).unwrap();
+        enable_msi(&f);
         f.shared.raise_interrupt(QXL_INTERRUPT_DISPLAY);
         f.write(QXL_IO_UPDATE_IRQ, 0);
         assert!(
@@ -857,10 +851,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn msi_sends_one_message_per_handler_pass() {
-        let f = fixture();
-        let sent = || f.shared.interrupts_raised.load(Ordering::SeqCst);
+    /// Has the guest turn MSI on, as Linux programs it.
+    fn enable_msi(f: &PortFixture) {
         let msi = MsiMessage {
             enabled: true,
             masked: false,
@@ -868,6 +860,13 @@ mod tests {
             data: 0x31,
         };
         f.irq.update(msi, 0).unwrap();
+    }
+
+    #[test]
+    fn msi_sends_one_message_per_handler_pass() {
+        let f = fixture();
+        let sent = || f.shared.interrupts_raised.load(Ordering::SeqCst);
+        enable_msi(&f);
         f.set_mask(QXL_INTERRUPT_DISPLAY | QXL_INTERRUPT_IO_CMD);
 
         f.shared.raise_interrupt(QXL_INTERRUPT_IO_CMD);
