@@ -156,9 +156,11 @@ pub fn command_in(place: Place, program: &Path, args: &[String], timeout: Durati
     cmd
 }
 
-/// Standard vmm arguments for the test guest with `cmdline`.
+/// Standard vmm arguments for the test guest with `cmdline`. The kernel is the uncompressed
+/// ELF vmlinux: unpacking the bzImage takes the guest about 10 s in the test host, at every
+/// boot. tests/boot.rs boots the bzImage itself.
 pub fn guest_args(cpus: u8, cmdline: &str) -> Vec<String> {
-    let kernel = guest_file("bzImage");
+    let kernel = guest_file("vmlinux");
     let initramfs = guest_file("initramfs.cpio.gz");
     vec![
         "--kernel".into(),
