@@ -10,9 +10,17 @@ use vmm_tests::*;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn boot_and_run(test: &str, cpus: u8, script: &str) -> Option<(i32, Vec<String>, String)> {
+fn boot_and_run(
+    test: &str,
+    kernel: Option<&str>,
+    cpus: u8,
+    script: &str,
+) -> Option<(i32, Vec<String>, String)> {
     let place = require_boot_place(test)?;
-    let args = guest_args(cpus, &run_cmdline(script));
+    let mut args = guest_args(cpus, &run_cmdline(script));
+    if let Some(kernel) = kernel {
+        args[1] = guest_file(kernel).display().to_string();
+    }
     let (status, output) = run_vmm(place, &args, BOOT_TIMEOUT).expect("vmm run");
     assert!(
         output.contains("VMM-GUEST-READY"),
@@ -25,10 +33,11 @@ fn boot_and_run(test: &str, cpus: u8, script: &str) -> Option<(i32, Vec<String>,
     Some((status.code().unwrap_or(-1), run_output(&output), output))
 }
 
+/// Boots the bzImage, as users do; the other tests boot the ELF vmlinux (C26 (a) and (b)).
 #[test]
 fn one_vcpu_boots_and_poweroff_exits_zero() {
     let script = "nproc; cat /sys/devices/system/cpu/online";
-    let Some((code, lines, output)) = boot_and_run("one_vcpu", 1, script) else {
+    let Some((code, lines, output)) = boot_and_run("one_vcpu", Some("bzImage"), 1, script) else {
         return;
     };
     assert_eq!(lines, vec!["1", "0"], "{output}");
@@ -41,7 +50,7 @@ fn one_vcpu_boots_and_poweroff_exits_zero() {
 #[test]
 fn two_vcpus_are_counted_by_the_guest() {
     let script = "nproc; cat /sys/devices/system/cpu/online; grep -c ^processor /proc/cpuinfo";
-    let Some((code, lines, output)) = boot_and_run("two_vcpus", 2, script) else {
+    let Some((code, lines, output)) = boot_and_run("two_vcpus", None, 2, script) else {
         return;
     };
     assert_eq!(lines, vec!["2", "0-1", "2"], "{output}");
@@ -83,8 +92,10 @@ fn serial_console_runs_typed_commands_and_reboot_boots_again() {
     assert!(output[prompt..].contains("poweroff"), "{output}");
 }
 
+/// C26 (c): the format is told by the contents, not the name. (Every other test here but
+/// the first boots the ELF vmlinux.)
 #[test]
-fn elf_vmlinux_and_bzimage_named_vmlinux_both_boot() {
+fn bzimage_named_vmlinux_boots() {
     let Some(place) = require_boot_place("kernel_formats") else {
         return;
     };
@@ -93,17 +104,11 @@ fn elf_vmlinux_and_bzimage_named_vmlinux_both_boot() {
     let renamed = dir.join("vmlinux");
     std::fs::copy(guest_file("bzImage"), &renamed).unwrap();
 
-    for (kernel, marker) in [(guest_file("vmlinux"), "elf"), (renamed, "renamed")] {
-        let mut args = guest_args(1, &run_cmdline(&format!("echo format-{marker}")));
-        args[1] = kernel.display().to_string();
-        let (status, output) = run_vmm(place, &args, BOOT_TIMEOUT).unwrap();
-        assert_eq!(
-            run_output(&output),
-            vec![format!("format-{marker}")],
-            "{output}"
-        );
-        assert_eq!(status.code(), Some(0), "{output}");
-    }
+    let mut args = guest_args(1, &run_cmdline("echo format-renamed"));
+    args[1] = renamed.display().to_string();
+    let (status, output) = run_vmm(place, &args, BOOT_TIMEOUT).unwrap();
+    assert_eq!(run_output(&output), vec!["format-renamed"], "{output}");
+    assert_eq!(status.code(), Some(0), "{output}");
 }
 
 #[test]
