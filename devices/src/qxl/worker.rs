@@ -30,6 +30,8 @@ const BATCH: usize = 64;
 /// How often (ms) the display thread retries pushing releases that found the release ring
 /// full. The guest consumes the ring without telling the device, and a revision 6 device
 /// promises not to hold releases until the guest asks.
+// Missing: a backoff. A guest that never consumes its release ring keeps this thread waking
+// every millisecond (cheap, but not free) until it does or resets the device.
 const RELEASE_RETRY_MS: i32 = 1;
 const WAKE: u64 = 0;
 const RESAMPLE: u64 = 1;
